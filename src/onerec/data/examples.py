@@ -1,0 +1,85 @@
+"""Examples: what a split hands to a model and to the evaluator.
+
+One row per prediction request: a user, the history the model may read, the items it should
+recommend (one for leave-one-out, several for a session target), and every item the user had
+already interacted with before the request (for the "exclude already-seen items" option: the
+history a model reads is truncated, the seen set is not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from onerec.data.ragged import Ragged
+
+
+@dataclass(frozen=True)
+class Examples:
+    user: np.ndarray  # (n,) int64 user indices
+    history: Ragged  # item indices, oldest first, at most the protocol's history length
+    target: Ragged  # item indices to recommend, in time order
+    seen: Ragged  # every item interacted with before the first target, oldest first
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for name in ("history", "target", "seen"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"Examples.{name} has {len(getattr(self, name))} rows but there are {n} users"
+                )
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, rows: np.ndarray) -> "Examples":
+        rows = np.asarray(rows, dtype=np.int64)
+        return Examples(
+            self.user[rows], self.history.take(rows), self.target.take(rows), self.seen.take(rows)
+        )
+
+    def max_item(self) -> int:
+        """Largest item index referenced anywhere (-1 when empty)."""
+        parts = [self.history.values, self.target.values, self.seen.values]
+        return int(max((p.max() for p in parts if len(p)), default=-1))
+
+    # persistence ------------------------------------------------------------------------------
+    def to_arrow(self) -> pa.Table:
+        def col(r: Ragged) -> pa.ListArray:
+            return pa.ListArray.from_arrays(pa.array(r.offsets, pa.int64()), pa.array(r.values))
+
+        return pa.table(
+            {
+                "user": pa.array(self.user, pa.int64()),
+                "history": col(self.history),
+                "target": col(self.target),
+                "seen": col(self.seen),
+            }
+        )
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> "Examples":
+        def ragged(name: str) -> Ragged:
+            arr = table.column(name).combine_chunks()
+            offsets = arr.offsets.to_numpy().astype(np.int64)
+            values = arr.values.to_numpy().astype(np.int64)
+            # a sliced ListArray may start past 0: re-base it
+            return Ragged(values[offsets[0] : offsets[-1]], offsets - offsets[0])
+
+        return cls(
+            table.column("user").to_numpy().astype(np.int64),
+            ragged("history"),
+            ragged("target"),
+            ragged("seen"),
+        )
+
+    def save(self, path: str | Path) -> None:
+        pq.write_table(self.to_arrow(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Examples":
+        return cls.from_arrow(pq.read_table(path))

@@ -1,0 +1,1 @@
+"""Scoring recommendations: full-ranking metrics and paired significance tests."""

@@ -1,0 +1,99 @@
+"""Named errors. Every error raised at a boundary says what was expected, what came, and how to fix it.
+
+All of them derive from :class:`OneRecError` (and from ``ValueError`` where the input is at fault),
+so callers can catch the family or one member.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OneRecError(Exception):
+    """Base class of every error onerec raises on purpose."""
+
+
+class DataError(OneRecError, ValueError):
+    """Input data is not what the reader expected.
+
+    ``path`` and ``line`` (1-based line in the file, or ``row`` for tabular files) locate the
+    problem; ``hint`` says how to fix it. All three are optional and also appear in the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.row = row
+        self.hint = hint
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if line is not None:
+                where += f", line {line}"
+            elif row is not None:
+                where += f", row {row}"
+            where += ": "
+        elif line is not None:
+            where = f"line {line}: "
+        elif row is not None:
+            where = f"row {row}: "
+        text = where + message
+        if hint:
+            text += f" Fix: {hint}"
+        super().__init__(text)
+
+
+class EmptyDataError(DataError):
+    """A file or table holds no records."""
+
+
+class MalformedLineError(DataError):
+    """A line of a text file does not follow its format."""
+
+
+class MissingColumnError(DataError):
+    """A required column is absent from a tabular file."""
+
+
+class InvalidTimestampError(DataError):
+    """Timestamps are missing, non-numeric or not finite."""
+
+
+class DuplicateRowsError(DataError):
+    """The same (user, item, timestamp) occurs more than once and duplicates were set to error."""
+
+
+class UnknownIdError(DataError):
+    """An id is not in the id map it is looked up in."""
+
+
+class UnknownItemError(UnknownIdError):
+    """An item id is not in the item map (for example an item that appears only in a test file)."""
+
+
+class UnknownUserError(UnknownIdError):
+    """A user id is not in the user map."""
+
+
+class TooFewInteractionsError(DataError):
+    """A user has fewer interactions than a split protocol needs and dropping was disabled."""
+
+
+class DatasetNotFoundError(OneRecError, FileNotFoundError):
+    """A registered dataset's files are not in the data directory."""
+
+
+class ConfigError(OneRecError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class EvaluationError(OneRecError, ValueError):
+    """Predictions and evaluation targets do not fit together."""
