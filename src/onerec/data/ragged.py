@@ -99,6 +99,17 @@ class Ragged:
         lengths = np.minimum(self.lengths, n)
         return self._gather(self.offsets[1:] - lengths, lengths)
 
+    def drop_last(self, k: np.ndarray | int) -> "Ragged":
+        """Every row without its last ``k`` values (``k`` per row or one for all)."""
+        lengths = np.maximum(self.lengths - np.asarray(k, dtype=np.int64), 0)
+        return self._gather(self.offsets[:-1], lengths)
+
+    def last(self) -> np.ndarray:
+        """The last value of every row; every row must be non-empty."""
+        if len(self) and self.lengths.min() == 0:
+            raise ValueError("last() of an empty row")
+        return self.values[self.offsets[1:] - 1]
+
     def to_padded(self, width: int | None = None, pad: int = -1, align: str = "left") -> np.ndarray:
         """A dense ``(n_rows, width)`` array. ``align='right'`` puts each row's last value in the
         last column (the usual layout for histories); rows longer than ``width`` keep their end

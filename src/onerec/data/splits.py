@@ -1,0 +1,235 @@
+"""Train / validation / test splits, and the training data they leave for models.
+
+- :func:`leave_one_out`: the TIGER / S3-Rec protocol. Each user's interactions in time order;
+  the last is the test target, the second-to-last the validation target, the rest is training.
+  Models read at most the most recent ``history_length`` items (20 in TIGER).
+- :func:`temporal_split`: one global time cut for validation and one for test, as a production
+  system sees it (no user's future leaks into training).
+
+A :class:`Split` holds the training rows as an :class:`InteractionLog` (all signals kept, so a
+reward model or a session builder can still read them) and the evaluation rows as
+:class:`Examples`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from onerec.data.examples import Examples
+from onerec.data.ragged import Ragged
+from onerec.data.report import FilterReport
+from onerec.data.schema import IdMap, InteractionLog
+from onerec.exceptions import ConfigError, DataError, TooFewInteractionsError
+
+
+@dataclass
+class Split:
+    protocol: str
+    train: InteractionLog
+    valid: Examples
+    test: Examples
+    params: dict[str, Any] = field(default_factory=dict)
+    reports: list[FilterReport] = field(default_factory=list)
+
+    @property
+    def num_items(self) -> int:
+        return self.train.num_items
+
+    def train_sequences(self) -> Ragged:
+        """Each user's training items in time order; row ``u`` is user index ``u``."""
+        log = self.train.sorted()
+        return Ragged.from_sorted_groups(log.user, log.item, log.num_users)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            **self.params,
+            "train_interactions": len(self.train),
+            "train_users": int(len(np.unique(self.train.user))),
+            "valid_examples": len(self.valid),
+            "test_examples": len(self.test),
+            "filters": [r.to_dict() for r in self.reports],
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Training rows, examples, id maps and a summary in one directory."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(self.train.to_arrow(), d / "train.parquet")
+        self.valid.save(d / "valid.parquet")
+        self.test.save(d / "test.parquet")
+        pq.write_table(pa.table({"id": self.train.users.raw}), d / "user_ids.parquet")
+        pq.write_table(pa.table({"id": self.train.items.raw}), d / "item_ids.parquet")
+        (d / "split.json").write_text(json.dumps(self.summary(), indent=2, default=str))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Split":
+        d = Path(directory)
+        if not (d / "split.json").exists():
+            raise DataError(f"{d} is not a saved split (no split.json)")
+        summary = json.loads((d / "split.json").read_text())
+        users = IdMap(pq.read_table(d / "user_ids.parquet").column("id").to_numpy(zero_copy_only=False), "user")
+        items = IdMap(pq.read_table(d / "item_ids.parquet").column("id").to_numpy(zero_copy_only=False), "item")
+        train = InteractionLog.from_arrow(pq.read_table(d / "train.parquet"), users, items)
+        reports = [
+            FilterReport(**{k: v for k, v in r.items() if not k.endswith("_removed")})
+            for r in summary.pop("filters")
+        ]
+        protocol = summary.pop("protocol")
+        params = {
+            k: v
+            for k, v in summary.items()
+            if k not in ("train_interactions", "train_users", "valid_examples", "test_examples")
+        }
+        return cls(protocol, train, Examples.load(d / "valid.parquet"), Examples.load(d / "test.parquet"), params, reports)
+
+
+def filter_min_interactions(
+    log: InteractionLog, min_interactions: int, *, on_short: str = "drop"
+) -> tuple[InteractionLog, FilterReport]:
+    """Remove users with fewer than ``min_interactions`` rows (``on_short='drop'``, reported) or
+    raise :class:`TooFewInteractionsError` naming the first such user (``on_short='error'``)."""
+    if on_short not in ("drop", "error"):
+        raise ConfigError(f"on_short must be 'drop' or 'error', got {on_short!r}")
+    counts = np.bincount(log.user, minlength=log.num_users)
+    short = (counts > 0) & (counts < min_interactions)
+    if short.any() and on_short == "error":
+        u = int(np.flatnonzero(short)[0])
+        raise TooFewInteractionsError(
+            f"{int(short.sum())} users have fewer than {min_interactions} interactions; user "
+            f"{log.users.raw[u]!r} has {counts[u]}",
+            hint="drop them (on_short='drop', the protocol's default) or collect more data.",
+        )
+    out = log.take(~short[log.user]) if short.any() else log
+    return out, FilterReport.between(
+        "min interactions", log, out, f"users with < {min_interactions} interactions"
+    )
+
+
+def _check_history_length(history_length: int) -> None:
+    if history_length < 1:
+        raise ConfigError(f"history_length must be >= 1, got {history_length}")
+
+
+def leave_one_out(
+    log: InteractionLog,
+    *,
+    history_length: int = 20,
+    min_interactions: int = 3,
+    on_short: str = "drop",
+) -> Split:
+    """Last item test, second-to-last validation, the rest training (TIGER / S3-Rec).
+
+    Users with fewer than ``min_interactions`` (at least 3: one to train on, one to validate,
+    one to test) are dropped and counted, or raise with ``on_short='error'``.
+    """
+    _check_history_length(history_length)
+    if min_interactions < 3:
+        raise ConfigError(f"leave-one-out needs min_interactions >= 3, got {min_interactions}")
+    log, report = filter_min_interactions(log, min_interactions, on_short=on_short)
+    log = log.sorted()
+    seqs = Ragged.from_sorted_groups(log.user, log.item, log.num_users)
+    users = np.flatnonzero(seqs.lengths > 0)
+    seqs = seqs.take(users)
+
+    def examples(cut: int) -> Examples:
+        # history = everything before the last `cut` items; target = the item right after it
+        before = seqs.drop_last(cut)
+        target = Ragged(seqs.values[seqs.offsets[1:] - cut], np.arange(len(users) + 1))
+        return Examples(users.copy(), before.tail(history_length), target, before)
+
+    # the sorted log's rows are the values of `seqs`, row for row: count positions from the end
+    pos_from_end = np.repeat(seqs.offsets[1:], seqs.lengths) - 1 - np.arange(len(log))
+    train = log.take(pos_from_end >= 2)
+    return Split(
+        "leave_one_out",
+        train,
+        examples(2),
+        examples(1),
+        {"history_length": history_length, "min_interactions": min_interactions},
+        [report],
+    )
+
+
+def temporal_split(
+    log: InteractionLog,
+    *,
+    valid_start: float | None = None,
+    test_start: float | None = None,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    history_length: int = 20,
+    targets: str = "all",
+) -> Split:
+    """A global temporal split: rows before ``valid_start`` train, rows in
+    ``[valid_start, test_start)`` validate, rows from ``test_start`` on test.
+
+    Cut points default to the time quantiles that leave ``valid_fraction`` and
+    ``test_fraction`` of the rows after them. Each user with rows in a window gives one example:
+    history = the user's rows before the window (most recent ``history_length``), targets = the
+    user's items in the window (``targets='all'``, in time order) or only the first
+    (``targets='next'``). Users with no history before a window are dropped and counted.
+    """
+    _check_history_length(history_length)
+    if targets not in ("all", "next"):
+        raise ConfigError(f"targets must be 'all' or 'next', got {targets!r}")
+    for name, frac in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 < frac < 1:
+            raise ConfigError(f"{name} must be in (0, 1), got {frac}")
+    if valid_fraction + test_fraction >= 1:
+        raise ConfigError("valid_fraction + test_fraction must be < 1")
+    log = log.sorted()
+    ts = log.timestamp
+    if test_start is None:
+        test_start = float(np.quantile(ts, 1 - test_fraction))
+    if valid_start is None:
+        valid_start = float(np.quantile(ts, 1 - test_fraction - valid_fraction))
+    if not valid_start <= test_start:
+        raise ConfigError(f"valid_start ({valid_start}) must not come after test_start ({test_start})")
+    reports: list[FilterReport] = []
+
+    def window(start: float, end: float) -> Examples:
+        before = log.take(ts < start)
+        inside = log.take((ts >= start) & (ts < end))
+        hist = Ragged.from_sorted_groups(before.user, before.item, log.num_users)
+        tgt = Ragged.from_sorted_groups(inside.user, inside.item, log.num_users)
+        has_target = tgt.lengths > 0
+        users = np.flatnonzero(has_target & (hist.lengths > 0))
+        reports.append(
+            FilterReport.between(
+                f"no history before {start:g}",
+                inside,
+                inside.take((hist.lengths > 0)[inside.user]),
+                "users whose first interaction is inside the window",
+            )
+        )
+        target = tgt.take(users)
+        if targets == "next":
+            target = target.head(1)
+        seen = hist.take(users)
+        return Examples(users, seen.tail(history_length), target, seen)
+
+    valid = window(valid_start, test_start)
+    test = window(test_start, np.inf)
+    train = log.take(ts < valid_start)
+    return Split(
+        "temporal",
+        train,
+        valid,
+        test,
+        {
+            "history_length": history_length,
+            "valid_start": valid_start,
+            "test_start": test_start,
+            "targets": targets,
+        },
+        reports,
+    )
