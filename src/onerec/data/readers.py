@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from onerec.data.report import FilterReport
 from onerec.data.schema import (
@@ -61,6 +62,17 @@ class RawInteractions:
     source: str = ""
 
 
+def _lines(p: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) with a byte-progress bar for files over 50 MB."""
+    size = p.stat().st_size
+    with p.open() as f, tqdm(
+        total=size, unit="B", unit_scale=True, desc=f"reading {p.name}", disable=size < 50e6
+    ) as bar:
+        for lineno, line in enumerate(f, start=1):
+            bar.update(len(line))
+            yield lineno, line
+
+
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
@@ -80,31 +92,30 @@ def read_sequences(path: str | Path) -> RawInteractions:
     items: list[str] = []
     positions: list[int] = []
     first_line: dict[str, int] = {}
-    with p.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue  # blank line: no record
-            if len(tokens) < 2:
-                raise MalformedLineError(
-                    f"expected 'user item1 item2 ...', got {line.strip()!r} (a user with no items)",
-                    path=p,
-                    line=lineno,
-                    hint="remove the line or add the user's items.",
-                )
-            user = tokens[0]
-            if user in first_line:
-                raise MalformedLineError(
-                    f"user {user!r} already has a sequence on line {first_line[user]}",
-                    path=p,
-                    line=lineno,
-                    hint="a sequence file holds one line per user: merge the two lines.",
-                )
-            first_line[user] = lineno
-            n = len(tokens) - 1
-            users.extend([user] * n)
-            items.extend(tokens[1:])
-            positions.extend(range(n))
+    for lineno, line in _lines(p):
+        tokens = line.split()
+        if not tokens:
+            continue  # blank line: no record
+        if len(tokens) < 2:
+            raise MalformedLineError(
+                f"expected 'user item1 item2 ...', got {line.strip()!r} (a user with no items)",
+                path=p,
+                line=lineno,
+                hint="remove the line or add the user's items.",
+            )
+        user = tokens[0]
+        if user in first_line:
+            raise MalformedLineError(
+                f"user {user!r} already has a sequence on line {first_line[user]}",
+                path=p,
+                line=lineno,
+                hint="a sequence file holds one line per user: merge the two lines.",
+            )
+        first_line[user] = lineno
+        n = len(tokens) - 1
+        users.extend([user] * n)
+        items.extend(tokens[1:])
+        positions.extend(range(n))
     if not users:
         raise EmptyDataError("no sequences found (only blank lines)", path=p)
     return RawInteractions(
@@ -117,20 +128,19 @@ def read_pairs(path: str | Path) -> RawInteractions:
     p = _check_file(path)
     users: list[str] = []
     items: list[str] = []
-    with p.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) != 2:
-                raise MalformedLineError(
-                    f"expected 'user item', got {line.strip()!r}",
-                    path=p,
-                    line=lineno,
-                    hint="one interaction per line, two whitespace-separated fields.",
-                )
-            users.append(tokens[0])
-            items.append(tokens[1])
+    for lineno, line in _lines(p):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 2:
+            raise MalformedLineError(
+                f"expected 'user item', got {line.strip()!r}",
+                path=p,
+                line=lineno,
+                hint="one interaction per line, two whitespace-separated fields.",
+            )
+        users.append(tokens[0])
+        items.append(tokens[1])
     if not users:
         raise EmptyDataError("no interactions found (only blank lines)", path=p)
     u = canonical_ids(users)
@@ -192,7 +202,11 @@ def read_json_items(path: str | Path, fields: Iterable[str] | None = None) -> pa
     """JSON item records ``{item: {field: text, ...}}`` as a table with an ``id`` column and one
     string column per field (all fields seen, or the given ones)."""
     p = Path(path)
-    data = _require_dict(_read_json(p), p, "mapping items to records")
+    return _items_table(_read_json(p), p, fields)
+
+
+def _items_table(data: Any, p: Path, fields: Iterable[str] | None = None) -> pa.Table:
+    data = _require_dict(data, p, "mapping items to records")
     keys = list(data)
     bad = next((k for k in keys if not isinstance(data[k], dict)), None)
     if bad is not None:
@@ -220,7 +234,11 @@ def _as_text(v: Any) -> str:
 def read_json_attributes(path: str | Path, column: str = "attributes") -> pa.Table:
     """JSON attributes ``{item: [attribute id, ...]}`` as a table (``id``, ``column`` as a list)."""
     p = Path(path)
-    data = _require_dict(_read_json(p), p, "mapping items to attribute lists")
+    return _attributes_table(_read_json(p), p, column)
+
+
+def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Table:
+    data = _require_dict(data, p, "mapping items to attribute lists")
     keys = list(data)
     for k in keys:
         if not isinstance(data[k], list):
@@ -543,8 +561,7 @@ def _align(features: pa.Table | None, ids: IdMap, kind: str) -> tuple[FeatureTab
         raise DataError(f"the {kind} table lists {len(keys_feat) - len(uniq)} ids twice")
     pos = pc.index_in(pa.array(keys_log), value_set=pa.array(keys_feat))
     has = pos.is_valid().to_numpy(zero_copy_only=False)
-    take = pa.array(pos.to_numpy(zero_copy_only=False), pa.int64())
-    aligned = features.drop_columns(["id"]).take(pc.fill_null(take, 0))
+    aligned = features.drop_columns(["id"]).take(pc.fill_null(pos, 0))
     if not has.all():  # null out rows of ids that had no features
         mask = pa.array(~has)
         aligned = pa.table(
@@ -594,3 +611,70 @@ def assemble(
     info["duplicates_removed"] = dup_report.rows_removed
     info.update(meta or {})
     return Dataset(name, log.sorted(), item_table, user_table, info)
+
+
+FORMATS = ("sequences", "pairs", "atomic", "json", "csv", "parquet")
+
+
+def guess_format(path: str | Path) -> str:
+    """The reader for a file by its name: ``.inter`` atomic, ``.json`` JSON sequences,
+    ``.csv``/``.parquet`` tables, ``.txt`` sequences (S3-Rec)."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".inter":
+        return "atomic"
+    by_suffix = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "sequences"}
+    if p.suffix in by_suffix:
+        return by_suffix[p.suffix]
+    raise DataError(
+        f"cannot tell the format of {p.name!r} from its name",
+        path=p,
+        hint=f"pass the format explicitly, one of {FORMATS}.",
+    )
+
+
+def read_dataset(
+    path: str | Path,
+    *,
+    format: str = "auto",
+    name: str | None = None,
+    columns: ColumnMapping = ColumnMapping(),
+    item_files: Iterable[str | Path] = (),
+    duplicates: DuplicatePolicy = "drop",
+) -> Dataset:
+    """Any supported interaction file as a :class:`Dataset`.
+
+    ``item_files`` are JSON item records (``{item: {field: text}}``), JSON attribute lists
+    (``{item: [ids]}``), or CSV/Parquet tables whose first column is the item id.
+    """
+    p = Path(path)
+    fmt = guess_format(p) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}", hint=f"use one of {FORMATS}.")
+    user_table = None
+    tables: list[pa.Table] = []
+    if fmt == "sequences":
+        raw = read_sequences(p)
+    elif fmt == "pairs":
+        raw = read_pairs(p)
+    elif fmt == "json":
+        raw = read_json_sequences(p)
+    elif fmt == "atomic":
+        raw, item_table, user_table = read_atomic(p.with_suffix("") if p.suffix == ".inter" else p)
+        tables += [item_table] if item_table is not None else []
+    else:
+        raw = read_table(p, columns)
+    for f in item_files:
+        tables.append(_read_item_file(Path(f)))
+    return assemble(name or p.stem, raw, item_features=tables, user_features=user_table, duplicates=duplicates)
+
+
+def _read_item_file(p: Path) -> pa.Table:
+    if p.suffix == ".json":
+        data = _read_json(p)
+        first = next(iter(data.values()), None) if isinstance(data, dict) else None
+        return _attributes_table(data, p) if isinstance(first, list) else _items_table(data, p)
+    table = pq.read_table(p) if p.suffix == ".parquet" else pacsv.read_csv(_check_file(p))
+    if table.num_columns == 0 or table.num_rows == 0:
+        raise EmptyDataError("the item table is empty", path=p)
+    ids = canonical_ids(table.column(0).to_numpy(zero_copy_only=False))
+    return table.drop_columns([table.column_names[0]]).add_column(0, "id", pa.array(ids))

@@ -105,7 +105,7 @@ def filter_min_interactions(
         u = int(np.flatnonzero(short)[0])
         raise TooFewInteractionsError(
             f"{int(short.sum())} users have fewer than {min_interactions} interactions; user "
-            f"{log.users.raw[u]!r} has {counts[u]}",
+            f"{log.users.raw[u].tolist()!r} has {counts[u]}",
             hint="drop them (on_short='drop', the protocol's default) or collect more data.",
         )
     out = log.take(~short[log.user]) if short.any() else log

@@ -1,0 +1,197 @@
+"""The ``onerec`` command: a thin layer over the Python API (every command is a few calls)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from onerec import __version__
+from onerec.exceptions import OneRecError
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="folder with the public datasets (default: $ONEREC_DATA_DIR, shared/data, ../shared/data)",
+    )
+
+
+def _load(source: str, args: argparse.Namespace):
+    """A registered dataset name, a saved dataset folder, or an interaction file."""
+    from onerec.data.readers import ColumnMapping, read_dataset
+    from onerec.data.registry import REGISTRY, load_dataset
+
+    path = Path(source)
+    if source.lower() in REGISTRY or (path / "meta.json").exists():
+        return load_dataset(source, args.data_dir)
+    if not path.exists():
+        raise OneRecError(
+            f"{source!r} is neither a registered dataset ({', '.join(sorted(REGISTRY))}), a "
+            "saved dataset folder, nor a file"
+        )
+    columns = ColumnMapping(
+        user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col
+    )
+    return read_dataset(
+        path,
+        format=args.format,
+        columns=columns,
+        item_files=args.item_file or (),
+        duplicates=args.duplicates,
+    )
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="dataset name (beauty, yelp, ...), saved dataset folder, or file")
+    _add_data_dir(p)
+    g = p.add_argument_group("reading a file")
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "sequences", "pairs", "atomic", "json", "csv", "parquet"],
+    )
+    g.add_argument("--user-col", default="user_id")
+    g.add_argument("--item-col", default="item_id")
+    g.add_argument("--time-col", default="timestamp")
+    g.add_argument("--session-col", default=None)
+    g.add_argument("--item-file", action="append", help="item text/attribute file (repeatable)")
+    g.add_argument("--duplicates", default="drop", choices=["drop", "error", "keep"])
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    ds = _load(args.source, args)
+    summary = ds.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print(f"{summary['name']}: {summary['users']:,} users, {summary['items']:,} items, "
+          f"{summary['interactions']:,} interactions (density {summary['density']:.5f})")
+    for key, value in summary.items():
+        if key not in ("name", "users", "items", "interactions", "density"):
+            print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    ds = _load(args.source, args)
+    out = ds.save(args.out)
+    print(f"wrote {ds.name} ({ds.num_users:,} users, {ds.num_items:,} items, "
+          f"{len(ds.log):,} interactions) to {out}")
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from onerec.data.sessions import SessionQualityFilter, assign_sessions
+    from onerec.data.splits import leave_one_out, temporal_split
+
+    ds = _load(args.source, args)
+    log = ds.log
+    reports = []
+    if args.session_gap is not None:
+        log = assign_sessions(log, args.session_gap)
+    if args.session_filter:
+        flt = SessionQualityFilter(
+            min_watched_items=args.min_watched_items,
+            min_total_watch=args.min_total_watch,
+            watch_signal=args.watch_signal,
+            require_positive=not args.no_positive,
+        )
+        log, report = flt.apply(assign_sessions(log) if args.session_gap is None else log)
+        reports.append(report)
+    if args.protocol == "leave-one-out":
+        split = leave_one_out(
+            log, history_length=args.history_length, min_interactions=args.min_interactions
+        )
+    else:
+        split = temporal_split(
+            log,
+            history_length=args.history_length,
+            valid_fraction=args.valid_fraction,
+            test_fraction=args.test_fraction,
+            targets=args.targets,
+        )
+    split.reports[:0] = reports
+    split.save(args.out)
+    for r in split.reports:
+        print(r)
+    s = split.summary()
+    print(f"{s['protocol']}: {s['train_interactions']:,} training rows, "
+          f"{s['valid_examples']:,} validation and {s['test_examples']:,} test examples -> {args.out}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from onerec.quickstart import run
+
+    run(Path(args.out), seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onerec",
+        description="OneRec: an end-to-end generative recommender. Data, tokenizer, model, "
+        "alignment and evaluation from one command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"onerec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="read, convert and split interaction logs")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    info = dsub.add_parser("info", help="sizes and statistics of a dataset")
+    _add_source(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_data_info)
+
+    conv = dsub.add_parser("convert", help="convert a dataset to onerec's Parquet layout")
+    _add_source(conv)
+    conv.add_argument("--out", required=True, help="output folder")
+    conv.set_defaults(func=cmd_data_convert)
+
+    split = dsub.add_parser("split", help="train/validation/test split (and session filter)")
+    _add_source(split)
+    split.add_argument("--out", required=True, help="output folder")
+    split.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "temporal"])
+    split.add_argument("--history-length", type=int, default=20)
+    split.add_argument("--min-interactions", type=int, default=3)
+    split.add_argument("--valid-fraction", type=float, default=0.1)
+    split.add_argument("--test-fraction", type=float, default=0.1)
+    split.add_argument("--targets", default="all", choices=["all", "next"], help="temporal only")
+    split.add_argument("--session-gap", type=float, default=None,
+                       help="group interactions into sessions split at gaps over this many seconds")
+    split.add_argument("--session-filter", action="store_true",
+                       help="keep only high-quality sessions (paper, section 2.3)")
+    split.add_argument("--min-watched-items", type=int, default=5)
+    split.add_argument("--min-total-watch", type=float, default=0.0)
+    split.add_argument("--watch-signal", default="watch_time")
+    split.add_argument("--no-positive", action="store_true",
+                       help="do not require a positive interaction (like, follow, ...)")
+    split.set_defaults(func=cmd_data_split)
+
+    qs = sub.add_parser("quickstart", help="run the pipeline end to end on a generated dataset")
+    qs.add_argument("--out", default="runs/quickstart")
+    qs.add_argument("--seed", type=int, default=0)
+    qs.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except OneRecError as e:
+        print(f"onerec: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
