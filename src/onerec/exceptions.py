@@ -97,3 +97,7 @@ class ConfigError(OneRecError, ValueError):
 
 class EvaluationError(OneRecError, ValueError):
     """Predictions and evaluation targets do not fit together."""
+
+
+class EmbeddingError(OneRecError, ValueError):
+    """Item embeddings are missing, misaligned with the catalog, or not finite."""
