@@ -101,3 +101,35 @@ class EvaluationError(OneRecError, ValueError):
 
 class EmbeddingError(OneRecError, ValueError):
     """Item embeddings are missing, misaligned with the catalog, or not finite."""
+
+
+class TokenizerError(OneRecError, ValueError):
+    """The semantic-ID tokenizer cannot work with the given embeddings, codes or state."""
+
+
+class EmbeddingShapeError(TokenizerError, EmbeddingError):
+    """Embeddings to cluster or encode are not a 2-D (N, D) array of the expected width."""
+
+
+class EmptyCatalogError(EmbeddingShapeError):
+    """There are no items (N == 0) or no features (D == 0) to cluster."""
+
+
+class NonFiniteEmbeddingError(TokenizerError, EmbeddingError):
+    """Embeddings contain NaN or infinite values (k-means would spread them to every centroid)."""
+
+
+class TooFewItemsError(TokenizerError):
+    """Fewer items than clusters were asked for (K > N)."""
+
+
+class NotFittedError(TokenizerError):
+    """A quantizer was used (encode, decode, save) before ``fit`` or ``load``."""
+
+
+class CodeError(TokenizerError):
+    """Semantic-ID codes have the wrong shape, are out of their level's range, or are unknown."""
+
+
+class CodeCollisionError(CodeError):
+    """Two items share a full code sequence where codes must be unique."""

@@ -1,6 +1,24 @@
 """Scoring recommendations: full-ranking metrics and paired significance tests."""
 
-from onerec.evaluation.metrics import EvalResult, Evaluator, evaluate
+from onerec.evaluation.metrics import (
+    EvalResult,
+    Evaluator,
+    distinct_targets,
+    evaluate,
+    metrics_from_ranks,
+    ranks_from_lists,
+    ranks_from_scores,
+)
 from onerec.evaluation.significance import PairedTestResult, paired_test
 
-__all__ = ["EvalResult", "Evaluator", "PairedTestResult", "evaluate", "paired_test"]
+__all__ = [
+    "EvalResult",
+    "Evaluator",
+    "PairedTestResult",
+    "distinct_targets",
+    "evaluate",
+    "metrics_from_ranks",
+    "paired_test",
+    "ranks_from_lists",
+    "ranks_from_scores",
+]

@@ -1,23 +1,27 @@
 """Full-ranking Recall@K and NDCG@K, vectorized over users, for scores or ranked lists.
 
-The standard sequential-recommendation protocol ranks *all* items for each request (no sampled
-negatives). Two kinds of prediction are accepted:
+The standard sequential-recommendation protocol (leave-one-out, S3-Rec and its successors) ranks
+*all* items for each request, with no sampled negatives. Two kinds of prediction are accepted:
 
-- a score matrix ``(rows, num_items)`` from a classic model: each target's rank is computed by
-  counting the items scored above it, so no top-K list is materialized. Ties are broken against
-  the target (an item with the same score counts as ranked above it): a model that scores
-  everything alike gets no credit for the luck of a sort order.
-- ranked item lists ``(rows, K_max)`` from a generative model (``-1`` pads a short list). A target
-  counts at its first position; a duplicate later in the list cannot count twice.
+- a score matrix ``(rows, num_items)`` from a classic model: each target's rank is found by
+  counting, not by sorting, so no top-K list is built. Ties are broken **against the target**
+  (pessimistic): rank = #items scored strictly higher + #other items scored equal. A model that
+  scores everything alike therefore gets no credit for the luck of a sort order. A target scored
+  ``-inf`` is never a hit.
+- ranked item lists ``(rows, K_max)`` of item indices from a generative model; ``-1`` pads a short
+  list and is a miss that still takes its position. A target counts at its first position, so a
+  duplicate later in the list cannot count twice. The lists need at least ``max(ks)`` entries.
 
-With ``|T|`` distinct targets in a row and 0-based rank ``r_t`` of target ``t``:
-``Recall@K = #{t : r_t < K} / |T|`` (equal to HR@K when ``|T| = 1``) and
-``NDCG@K = sum_{t : r_t < K} 1 / log2(r_t + 2) / IDCG@K`` with
+With ``|T|`` distinct targets in a row (duplicates dropped, first kept) and 0-based rank ``r_t``:
+``Recall@K = #{t : r_t < K} / |T|`` (equal to HR@K when ``|T| = 1``, leave-one-out) and
+``NDCG@K = sum_{t : r_t < K} 1 / log2(r_t + 2) / IDCG@K``, where
 ``IDCG@K = sum_{i < min(K, |T|)} 1 / log2(i + 2)``.
 
-``exclude_seen`` removes the items a user interacted with before the request from the ranking,
-as the S3-Rec code does. A target the user had already seen can then never be hit; on datasets
-with repeat consumption (Yelp) that lowers the numbers, and the option is reported with them.
+``exclude_seen`` removes the items a user interacted with before the request
+(:attr:`Examples.seen`) from candidacy: in a score matrix they are set to ``-inf``; from a ranked
+list they are deleted, and the later entries move up (positions past the end are misses). As in
+the S3-Rec code, a target the user had already seen can then never be hit; on datasets with
+repeat consumption that lowers the numbers, which is why the setting is stored with them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,137 +42,167 @@ from onerec.data.ragged import Ragged
 from onerec.exceptions import EvaluationError
 
 ScoreFn = Callable[[np.ndarray], "torch.Tensor | np.ndarray"]
-# at most this many (row, target, item) comparisons at once when ranking by scores
+
+# at most this many (row, target, item) comparisons at once: bounds memory to ~64 MB of booleans
 _CHUNK_ELEMENTS = 1 << 26
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(ks, int) or not len(ks) or not all(isinstance(k, (int, np.integer)) for k in ks):
+    """The cut-offs, sorted and deduplicated; each must be a positive int."""
+    ok = isinstance(ks, (Sequence, np.ndarray)) and not isinstance(ks, str) and len(ks) > 0
+    if not ok or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in ks):
         raise EvaluationError(f"ks must be a non-empty list of ints, got {ks!r}")
     if min(ks) <= 0:
         raise EvaluationError(f"every K must be positive, got {list(ks)}")
-    return tuple(sorted(set(int(k) for k in ks)))
+    return tuple(sorted({int(k) for k in ks}))
 
 
-def _distinct_targets(targets: Ragged) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets as a padded (rows, T) tensor (-1 pads) with duplicates within a row removed."""
-    lists = []
-    for row in targets:
-        _, first = np.unique(row, return_index=True)
-        lists.append(row[np.sort(first)])
-    padded = Ragged.from_lists(lists).to_padded(pad=-1)
-    t = torch.from_numpy(padded)
-    return t, t >= 0
+def _rows_text(rows: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return shown + (f", ... ({len(rows)} in all)" if len(rows) > limit else "")
 
 
-def _metric_values(
-    ranks: torch.Tensor, valid: torch.Tensor, ks: tuple[int, ...]
+def distinct_targets(targets: Ragged) -> Ragged:
+    """Every row without repeated items, first occurrence kept, order kept (vectorized)."""
+    rows = targets.row_ids
+    order = np.lexsort((np.arange(len(rows)), targets.values, rows))  # by row, item, position
+    v, r = targets.values[order], rows[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (v[1:] != v[:-1]) | (r[1:] != r[:-1])
+    keep = np.zeros(len(order), dtype=bool)
+    keep[order[first]] = True
+    return Ragged.from_sorted_groups(rows[keep], targets.values[keep], len(targets))
+
+
+def metrics_from_ranks(
+    ranks: torch.Tensor, valid: torch.Tensor, ks: Sequence[int]
 ) -> dict[str, torch.Tensor]:
-    """Per-row Recall and NDCG from 0-based target ranks (rows, T); invalid entries ignored."""
-    n_targets = valid.sum(1).double()
-    gains = torch.where(valid, 1.0 / torch.log2(ranks.double() + 2.0), torch.zeros((), dtype=torch.float64))
-    discounts = 1.0 / torch.log2(torch.arange(max(ks), dtype=torch.float64) + 2.0)
-    ideal_cum = torch.cumsum(discounts, 0)
+    """Per-row Recall@K and NDCG@K (float64) from 0-based target ranks ``(rows, T)``.
+
+    ``valid`` marks real targets (the rest is padding); every row needs at least one.
+    """
+    ranks, valid = ranks.cpu(), valid.cpu()
+    zero = torch.zeros((), dtype=torch.float64)
+    n_targets = valid.sum(1)
+    gains = torch.where(valid, 1.0 / torch.log2(ranks.double() + 2.0), zero)
+    ideal = torch.cumsum(1.0 / torch.log2(torch.arange(max(ks), dtype=torch.float64) + 2.0), 0)
     out = {}
     for k in ks:
         hit = valid & (ranks < k)
-        out[f"recall@{k}"] = hit.sum(1).double() / n_targets
-        idcg = ideal_cum[(torch.clamp(n_targets.long(), max=k) - 1).clamp_min(0)]
-        out[f"ndcg@{k}"] = torch.where(hit, gains, torch.zeros((), dtype=torch.float64)).sum(1) / idcg
+        out[f"recall@{k}"] = hit.sum(1).double() / n_targets.double()
+        idcg = ideal[n_targets.clamp(1, k) - 1]
+        out[f"ndcg@{k}"] = torch.where(hit, gains, zero).sum(1) / idcg
     return out
 
 
 def ranks_from_scores(
     scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, seen: Ragged | None = None
 ) -> torch.Tensor:
-    """0-based rank of each target in each row of ``scores``, ties broken against the target.
+    """0-based rank ``(rows, T)`` of each target in each row of ``scores``.
 
-    ``seen`` (one row per score row) marks items to leave out of the ranking: their scores
-    become -inf, and a seen target is given a rank past every list (never a hit).
+    Ties are broken against the target: rank = #items with a score >= the target's, minus the
+    target itself. ``seen`` (one row per score row) leaves items out: their scores become -inf.
+    A target scored -inf (seen, or masked by the model) and padding get rank ``num_items``, a miss
+    at every K. Runs on the device of ``scores``, ``rows * T * num_items / 2**26`` chunks.
     """
-    scores = scores.float().clone()
+    if not scores.dtype.is_floating_point:
+        scores = scores.double()  # ints: exact comparisons, and -inf must be representable
     rows, num_items = scores.shape
     if seen is not None and len(seen.values):
+        scores = scores.clone()
         r = torch.from_numpy(seen.row_ids).to(scores.device)
-        c = torch.from_numpy(seen.values).to(scores.device)
-        scores[r, c] = float("-inf")
+        scores[r, torch.from_numpy(seen.values).to(scores.device)] = float("-inf")
     tgt = targets.clamp_min(0).to(scores.device)
-    valid = valid.to(scores.device)
     target_scores = scores.gather(1, tgt)  # (rows, T)
     ranks = torch.empty_like(tgt)
-    per_row = max(1, _CHUNK_ELEMENTS // max(1, num_items * tgt.shape[1]))
-    for s in range(0, rows, per_row):
-        sc = scores[s : s + per_row].unsqueeze(1)  # (b, 1, n)
-        ts = target_scores[s : s + per_row].unsqueeze(2)  # (b, T, 1)
-        # items strictly above, plus items tied with the target other than the target itself
-        ranks[s : s + per_row] = (sc > ts).sum(-1) + (sc == ts).sum(-1) - 1
-    ranks = torch.where(torch.isneginf(target_scores), torch.full_like(ranks, num_items), ranks)
-    return torch.where(valid, ranks, torch.full_like(ranks, num_items)).cpu()
+    step = max(1, _CHUNK_ELEMENTS // max(1, num_items * tgt.shape[1]))
+    for s in range(0, rows, step):
+        ge = scores[s : s + step].unsqueeze(1) >= target_scores[s : s + step].unsqueeze(2)
+        ranks[s : s + step] = ge.sum(-1) - 1  # (b, T)
+    miss = torch.isneginf(target_scores) | ~valid.to(scores.device)
+    return torch.where(miss, torch.full_like(ranks, num_items), ranks).cpu()
 
 
 def ranks_from_lists(
     ranked: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, seen: Ragged | None = None
 ) -> torch.Tensor:
-    """0-based position of each target in each ranked list (after removing seen items);
-    ``K_max`` (past the end) when absent."""
-    ranked = ranked.long().cpu().clone()
+    """0-based first position ``(rows, T)`` of each target in each ranked list; ``K_max`` (past
+    the end, a miss) when absent. ``seen`` items are deleted first and later entries move up."""
+    ranked = ranked.long().cpu()
+    targets, valid = targets.cpu(), valid.cpu()
     rows, width = ranked.shape
     if seen is not None and len(seen.values):
-        # drop seen items, then close the gaps so later items move up
+        seen_t = torch.from_numpy(seen.to_padded(pad=-2))  # -2 never equals an item or padding
         is_seen = torch.zeros_like(ranked, dtype=torch.bool)
-        seen_lists = seen.to_padded(pad=-2)
-        seen_t = torch.from_numpy(seen_lists)
-        per = max(1, _CHUNK_ELEMENTS // max(1, width * seen_t.shape[1]))
-        for s in range(0, rows, per):
-            block = ranked[s : s + per].unsqueeze(2) == seen_t[s : s + per].unsqueeze(1)
-            is_seen[s : s + per] = block.any(-1)
+        step = max(1, _CHUNK_ELEMENTS // max(1, width * seen_t.shape[1]))
+        for s in range(0, rows, step):
+            eq = ranked[s : s + step].unsqueeze(2) == seen_t[s : s + step].unsqueeze(1)
+            is_seen[s : s + step] = eq.any(-1)
         keep = ~is_seen & (ranked >= 0)
+        # a stable sort of "not kept" flags moves kept entries to the front in their order
         order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-        ranked = torch.where(keep.gather(1, order), ranked.gather(1, order), torch.full_like(ranked, -1))
-    match = (ranked.unsqueeze(1) == targets.unsqueeze(2)) & (ranked.unsqueeze(1) >= 0)  # (rows, T, K)
-    found = match.any(-1)
-    first = match.to(torch.int8).argmax(-1)
-    ranks = torch.where(found, first, torch.full_like(first, width))
-    return torch.where(valid, ranks, torch.full_like(ranks, width))
+        ranked = torch.where(keep.gather(1, order), ranked.gather(1, order), -1)
+    ranks = torch.empty_like(targets)
+    step = max(1, _CHUNK_ELEMENTS // max(1, width * targets.shape[1]))
+    for s in range(0, rows, step):
+        r = ranked[s : s + step]
+        match = (r.unsqueeze(1) == targets[s : s + step].unsqueeze(2)) & (r >= 0).unsqueeze(1)
+        first = match.to(torch.int8).argmax(-1)  # argmax returns the first maximum
+        ranks[s : s + step] = torch.where(match.any(-1), first, width)
+    return torch.where(valid, ranks, width)
 
 
 @dataclass
 class EvalResult:
-    """Per-row metric values with the settings they were computed under."""
+    """Per-row metric values, with the settings they were computed under.
+
+    ``users[i]`` is the user of row ``i``; ``per_user["ndcg@10"][i]`` its NDCG@10 (float64).
+    ``settings`` holds anything else worth keeping with the numbers (saved with them).
+    """
 
     users: np.ndarray
     per_user: dict[str, np.ndarray]
     ks: tuple[int, ...]
     exclude_seen: bool
-    settings: dict = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def means(self) -> dict[str, float]:
-        return {name: float(values.mean()) if len(values) else float("nan") for name, values in self.per_user.items()}
+        """The mean of every metric over rows (the number a paper reports)."""
+        return {
+            name: float(values.mean()) if len(values) else float("nan")
+            for name, values in self.per_user.items()
+        }
 
     def __str__(self) -> str:
         return " ".join(f"{name}={value:.4f}" for name, value in self.means().items())
 
     def save(self, path: str | Path) -> None:
-        table = pa.table({"user": self.users, **self.per_user})
+        """Parquet: a ``user`` column, one column per metric, settings as JSON in the metadata."""
+        table = pa.table({"user": np.asarray(self.users, dtype=np.int64), **self.per_user})
         meta = {"ks": list(self.ks), "exclude_seen": self.exclude_seen, **self.settings}
-        table = table.replace_schema_metadata({"onerec": json.dumps(meta)})
-        pq.write_table(table, path)
+        pq.write_table(table.replace_schema_metadata({"onerec": json.dumps(meta)}), path)
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalResult":
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(b"onerec", b"{}"))
-        per_user = {c: table.column(c).to_numpy() for c in table.column_names if c != "user"}
-        ks = tuple(meta.pop("ks", ()))
+        per_user = {
+            c: table.column(c).to_numpy().astype(np.float64)
+            for c in table.column_names
+            if c != "user"
+        }
+        ks = tuple(int(k) for k in meta.pop("ks", ()))
         exclude_seen = bool(meta.pop("exclude_seen", False))
-        return cls(table.column("user").to_numpy(), per_user, ks, exclude_seen, meta)
+        users = table.column("user").to_numpy().astype(np.int64)
+        return cls(users, per_user, ks, exclude_seen, meta)
 
 
 class Evaluator:
     """Accumulates metrics over batches of rows of an :class:`Examples` set.
 
-    ``update(rows, scores=...)`` or ``update(rows, ranked=...)`` for each batch, in any order;
-    ``result()`` once every row has been scored exactly once.
+    Call ``update(rows, scores=...)`` or ``update(rows, ranked=...)`` once per batch, rows in any
+    order, then ``result()`` once every row has been scored exactly once; a row skipped or scored
+    twice is an error rather than a silently biased mean.
     """
 
     def __init__(
@@ -180,19 +214,27 @@ class Evaluator:
     ) -> None:
         self.examples = examples
         self.ks = _check_ks(ks)
-        self.exclude_seen = exclude_seen
+        self.exclude_seen = bool(exclude_seen)
         self.num_items = num_items
         empty = np.flatnonzero(examples.target.lengths == 0)
         if len(empty):
             raise EvaluationError(
-                f"{len(empty)} rows have no target (first: row {int(empty[0])}); every "
-                "evaluation row needs at least one target item"
+                f"rows without a target item: {_rows_text(empty)}; every evaluation row needs at "
+                "least one (drop those rows from the examples)"
             )
-        if num_items is not None and examples.max_item() >= num_items:
+        targets = distinct_targets(examples.target)
+        if len(targets.values) and targets.values.min() < 0:
+            raise EvaluationError(f"target item {int(targets.values.min())} is negative")
+        self._max_item = int(targets.values.max(initial=-1))
+        if exclude_seen:
+            self._max_item = max(self._max_item, int(examples.seen.values.max(initial=-1)))
+        if num_items is not None and self._max_item >= num_items:
             raise EvaluationError(
-                f"the examples reference item {examples.max_item()} but num_items={num_items}"
+                f"the examples reference item {self._max_item} but num_items={num_items}"
             )
-        self._values = {f"{m}@{k}": np.full(len(examples), np.nan) for k in self.ks for m in ("recall", "ndcg")}
+        self._targets = targets
+        names = [f"{m}@{k}" for k in self.ks for m in ("recall", "ndcg")]
+        self._values = {name: np.full(len(examples), np.nan) for name in names}
         self._done = np.zeros(len(examples), dtype=bool)
 
     def update(
@@ -202,58 +244,94 @@ class Evaluator:
         scores: torch.Tensor | np.ndarray | None = None,
         ranked: torch.Tensor | np.ndarray | None = None,
     ) -> None:
-        rows = np.asarray(rows, dtype=np.int64)
+        """Score the examples ``rows`` (indices into the examples) with ``scores`` of shape
+        ``(len(rows), num_items)`` or ``ranked`` lists of shape ``(len(rows), >= max(ks))``."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = len(self.examples)
         if (scores is None) == (ranked is None):
             raise EvaluationError("pass exactly one of scores= or ranked=")
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.examples)):
-            raise EvaluationError(f"row indices must be in [0, {len(self.examples)})")
-        if len(np.unique(rows)) != len(rows) or self._done[rows].any():
-            raise EvaluationError("a row was scored twice; give each row to update() once")
-        batch = self.examples.take(rows)
-        targets, valid = _distinct_targets(batch.target)
-        seen = batch.seen if self.exclude_seen else None
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise EvaluationError(
+                f"row indices must be in [0, {n}), got {rows.min()}..{rows.max()}"
+            )
+        uniq, counts = np.unique(rows, return_counts=True)
+        again = np.union1d(uniq[counts > 1], rows[self._done[rows]])
+        if len(again):
+            raise EvaluationError(
+                f"rows scored twice: {_rows_text(again)}; give each row to update() once"
+            )
+        target_rows = self._targets.take(rows)
+        targets = torch.from_numpy(target_rows.to_padded(pad=-1))
+        valid = targets >= 0
+        seen = self.examples.seen.take(rows) if self.exclude_seen else None
         if scores is not None:
-            s = torch.as_tensor(scores)
-            if s.ndim != 2 or s.shape[0] != len(rows):
-                raise EvaluationError(
-                    f"scores must be (rows, num_items) with {len(rows)} rows, got {tuple(s.shape)}"
-                )
-            n = self.num_items if self.num_items is not None else s.shape[1]
-            if s.shape[1] != n:
-                raise EvaluationError(f"scores have {s.shape[1]} columns, expected num_items={n}")
-            if batch.max_item() >= s.shape[1]:
-                raise EvaluationError(
-                    f"item index {batch.max_item()} is out of range for {s.shape[1]} score columns"
-                )
-            if torch.isnan(s).any():
-                raise EvaluationError("scores contain NaN; a model must score every item")
-            ranks = ranks_from_scores(s, targets, valid, seen)
+            ranks = ranks_from_scores(self._check_scores(scores, len(rows)), targets, valid, seen)
         else:
-            r = torch.as_tensor(ranked)
-            if r.ndim != 2 or r.shape[0] != len(rows):
-                raise EvaluationError(
-                    f"ranked must be (rows, K) with {len(rows)} rows, got {tuple(r.shape)}"
-                )
-            if r.dtype.is_floating_point:
-                raise EvaluationError("ranked lists must hold integer item indices")
-            if r.shape[1] < max(self.ks):
-                raise EvaluationError(
-                    f"ranked lists have {r.shape[1]} entries but metrics go up to K={max(self.ks)}"
-                )
-            if self.num_items is not None and len(r) and r.max() >= self.num_items:
-                raise EvaluationError(f"ranked lists hold item {int(r.max())} >= num_items")
-            if len(r) and r.min() < -1:
-                raise EvaluationError("ranked lists may hold item indices and -1 (padding) only")
-            ranks = ranks_from_lists(r, targets, valid, seen)
-        for name, values in _metric_values(ranks, valid, self.ks).items():
+            ranks = ranks_from_lists(self._check_ranked(ranked, len(rows)), targets, valid, seen)
+        for name, values in metrics_from_ranks(ranks, valid, self.ks).items():
             self._values[name][rows] = values.numpy()
         self._done[rows] = True
 
+    def _check_scores(self, scores: torch.Tensor | np.ndarray, n_rows: int) -> torch.Tensor:
+        s = torch.as_tensor(scores)
+        if s.ndim != 2 or s.shape[0] != n_rows:
+            raise EvaluationError(
+                f"scores must be (rows, num_items) with {n_rows} rows, got shape {tuple(s.shape)}"
+            )
+        if self.num_items is not None and s.shape[1] != self.num_items:
+            raise EvaluationError(
+                f"scores have {s.shape[1]} columns, expected num_items={self.num_items}"
+            )
+        if self._max_item >= s.shape[1]:
+            raise EvaluationError(
+                f"item index {self._max_item} is out of range for {s.shape[1]} score columns"
+            )
+        if s.dtype.is_floating_point and bool(torch.isnan(s).any()):
+            bad = torch.isnan(s).any(1).nonzero().flatten().cpu().numpy()
+            raise EvaluationError(
+                f"scores contain NaN in batch rows {_rows_text(bad)}; a model must score every item"
+            )
+        return s
+
+    def _check_ranked(self, ranked: torch.Tensor | np.ndarray, n_rows: int) -> torch.Tensor:
+        r = torch.as_tensor(ranked)
+        if r.ndim != 2 or r.shape[0] != n_rows:
+            raise EvaluationError(
+                f"ranked must be (rows, K) with {n_rows} rows, got shape {tuple(r.shape)}"
+            )
+        if r.dtype.is_floating_point or r.dtype == torch.bool:
+            raise EvaluationError(f"ranked lists must hold integer item indices, got {r.dtype}")
+        if r.shape[1] < max(self.ks):
+            raise EvaluationError(
+                f"ranked lists have {r.shape[1]} entries but metrics go up to K={max(self.ks)}; "
+                "pad short lists with -1"
+            )
+        if r.numel() and int(r.min()) < -1:
+            raise EvaluationError(
+                f"ranked lists hold {int(r.min())}; only item indices and -1 (padding) are allowed"
+            )
+        if self.num_items is not None and r.numel() and int(r.max()) >= self.num_items:
+            raise EvaluationError(
+                f"ranked lists hold item {int(r.max())}, "
+                f"out of range for num_items={self.num_items}"
+            )
+        return r
+
+    @property
+    def missing(self) -> int:
+        """How many rows have not been scored yet."""
+        return int((~self._done).sum())
+
     def result(self) -> EvalResult:
-        missing = int((~self._done).sum())
-        if missing:
-            raise EvaluationError(f"{missing} of {len(self._done)} rows were never scored")
-        return EvalResult(self.examples.user.copy(), dict(self._values), self.ks, self.exclude_seen)
+        """The per-row metrics; every row must have been scored."""
+        if self.missing:
+            first = np.flatnonzero(~self._done)
+            raise EvaluationError(
+                f"{self.missing} of {len(self._done)} rows were never scored "
+                f"(rows {_rows_text(first)})"
+            )
+        values = {name: v.copy() for name, v in self._values.items()}
+        return EvalResult(self.examples.user.copy(), values, self.ks, self.exclude_seen)
 
 
 def evaluate(
@@ -267,24 +345,31 @@ def evaluate(
     batch_size: int = 1024,
     progress: bool | None = None,
 ) -> EvalResult:
-    """Metrics for every row of ``examples``.
+    """Metrics for every row of ``examples``, computed ``batch_size`` rows at a time.
 
-    ``scores`` is a full ``(rows, num_items)`` matrix or a function ``rows -> scores`` called
-    batch by batch (so a model never materializes every user's scores at once); ``ranked`` is a
-    ``(rows, K)`` matrix of item indices.
+    ``scores`` is a full ``(rows, num_items)`` matrix, or a function ``f(rows) -> scores`` called
+    batch by batch with an int64 array of row indices (so a model never materializes every
+    user's scores at once); ``ranked`` is a ``(rows, K)`` matrix of item indices. A progress bar
+    shows when there are more than 20 batches, or as ``progress`` says.
     """
+    if (scores is None) == (ranked is None):
+        raise EvaluationError("pass exactly one of scores= or ranked=")
+    if batch_size <= 0:
+        raise EvaluationError(f"batch_size must be positive, got {batch_size}")
     evaluator = Evaluator(examples, ks, exclude_seen, num_items)
     n = len(examples)
+    matrix = ranked if ranked is not None else None if callable(scores) else scores
+    if matrix is not None and len(matrix) != n:
+        kind = "ranked" if ranked is not None else "scores"
+        raise EvaluationError(f"{kind} has {len(matrix)} rows but there are {n} examples (rows)")
     starts = range(0, n, batch_size)
     show = len(starts) > 20 if progress is None else progress
-    for start in tqdm(starts, desc="evaluating", disable=not show):
-        rows = np.arange(start, min(start + batch_size, n))
+    for start in tqdm(starts, desc="evaluating", unit="batch", disable=not show):
+        rows = np.arange(start, min(start + batch_size, n), dtype=np.int64)
         if ranked is not None:
             evaluator.update(rows, ranked=ranked[start : start + len(rows)])
         elif callable(scores):
             evaluator.update(rows, scores=scores(rows))
-        elif scores is not None:
-            evaluator.update(rows, scores=scores[start : start + len(rows)])
         else:
-            raise EvaluationError("pass scores= or ranked=")
+            evaluator.update(rows, scores=scores[start : start + len(rows)])
     return evaluator.result()

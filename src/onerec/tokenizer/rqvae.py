@@ -10,15 +10,19 @@ first batch's residuals. This is the variant whose codebooks tend to collapse in
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from onerec.exceptions import ConfigError
+from onerec.exceptions import ConfigError, NotFittedError
+from onerec.tokenizer.residual import SemanticIds
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class RQVAEConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    dedup: str = "suffix"  # as in ResidualQuantizerConfig: how colliding items are told apart
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -75,12 +80,24 @@ class _RQVAE(nn.Module):
 
 
 class RQVAEQuantizer:
-    """``fit(x)`` then ``encode(x) -> (N, L)`` codes and ``decode(codes) -> (N, D)``."""
+    """``fit(x)`` then ``encode(x) -> (N, L)`` codes and ``decode(codes) -> (N, D)``; after
+    ``fit``, ``semantic_ids`` holds the catalog's codes made unique, as for
+    :class:`~onerec.tokenizer.residual.ResidualKMeansQuantizer`."""
 
     def __init__(self, config: RQVAEConfig = RQVAEConfig()) -> None:
         self.config = config
         self.model: _RQVAE | None = None
         self.history: list[float] = []
+        self.semantic_ids: SemanticIds | None = None
+
+    @property
+    def level_sizes(self) -> list[int]:
+        return [self.config.codebook_size] * self.config.levels
+
+    @property
+    def codebooks(self) -> list[torch.Tensor]:
+        """Code vectors per level, in the latent space (not the input space)."""
+        return [b.detach() for b in self._require_fitted().codebooks]
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +108,10 @@ class RQVAEQuantizer:
         x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
         if x.ndim != 2 or len(x) == 0 or not torch.isfinite(x).all():
             raise ConfigError("RQ-VAE input must be a non-empty finite (N, D) matrix")
+        # standardize each dimension: with raw embeddings of small norm the reconstruction loss
+        # is too small to resist the VQ terms and every item collapses onto one code
+        self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-6)
+        x = (x - self.mean) / self.std
         torch.manual_seed(c.seed)
         model = _RQVAE(x.shape[1], c).to(self.device)
         sample = torch.randperm(len(x), device=self.device)[: max(c.batch_size, 4 * c.codebook_size)]
@@ -112,6 +133,9 @@ class RQVAEQuantizer:
                 total += loss.item() * len(batch)
             self.history.append(total / len(x))
         self.model = model.eval()
+        self.semantic_ids = SemanticIds.from_codes(
+            self.encode(x * self.std + self.mean), self.level_sizes, c.dedup
+        )
         return self
 
     @torch.no_grad()
@@ -125,24 +149,56 @@ class RQVAEQuantizer:
             book.data[:k] = result.centroids.to(book.dtype)
             residual = residual - book.data[torch.cdist(residual, book.data).argmin(1)]
 
-    def _require_fit(self) -> _RQVAE:
+    def _require_fitted(self) -> _RQVAE:
         if self.model is None:
-            raise ConfigError("RQ-VAE is not fitted: call fit(x) first")
+            raise NotFittedError("RQ-VAE is not fitted: call fit(x) first")
         return self.model
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor | np.ndarray, batch_size: int = 65536) -> torch.Tensor:
-        model = self._require_fit()
+        model = self._require_fitted()
         x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        x = (x - self.mean) / self.std
         out = [model.quantize(model.encoder(x[s : s + batch_size]))[0] for s in range(0, len(x), batch_size)]
         return torch.cat(out).cpu()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        model = self._require_fit()
-        codes = codes.to(self.device)
+        model = self._require_fitted()
+        codes = torch.as_tensor(codes)[:, : self.config.levels].to(self.device)
         latent = sum(book[codes[:, level]] for level, book in enumerate(model.codebooks))
-        return model.decoder(latent).cpu()
+        return (model.decoder(latent) * self.std + self.mean).cpu()
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+    # --- files ------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """``rqvae.safetensors`` (weights and input scaling) and ``rqvae.json`` (config)."""
+        model = self._require_fitted()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors["input_mean"], tensors["input_std"] = self.mean.cpu(), self.std.cpu()
+        save_file(tensors, str(out / "rqvae.safetensors"))
+        meta = {"format": "onerec.rqvae/1", "config": self.config_dict(), "dim": int(self.mean.numel())}
+        (out / "rqvae.json").write_text(json.dumps(meta, indent=2))
+        if self.semantic_ids is not None:
+            self.semantic_ids.save(out / "semantic_ids.json")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "RQVAEQuantizer":
+        path = Path(directory)
+        meta = json.loads((path / "rqvae.json").read_text())
+        config = meta["config"]
+        config["hidden"] = tuple(config["hidden"])
+        q = cls(RQVAEConfig(**config))
+        tensors = load_file(str(path / "rqvae.safetensors"))
+        q.mean, q.std = tensors.pop("input_mean").to(q.device), tensors.pop("input_std").to(q.device)
+        model = _RQVAE(meta["dim"], q.config).to(q.device)
+        model.load_state_dict(tensors)
+        q.model = model.eval()
+        if (path / "semantic_ids.json").exists():
+            q.semantic_ids = SemanticIds.load(path / "semantic_ids.json")
+        return q
