@@ -124,6 +124,44 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from onerec.data.splits import leave_one_out
+    from onerec.embeddings import EmbeddingConfig, item_embeddings
+    from onerec.tokenizer.pipeline import TokenizeConfig, report_markdown, save_tokenization, tokenize
+
+    ds = _load(args.source, args)
+    emb_config = EmbeddingConfig(
+        sources=tuple(args.embeddings.split(",")),
+        text_fields=tuple(args.text_fields.split(",")) if args.text_fields else None,
+        vectors_path=args.vectors,
+        fused_dim=args.fused_dim,
+        seed=args.seed,
+    )
+    # collaborative embeddings may only see training interactions: the leave-one-out train part
+    split = leave_one_out(ds.log) if "collaborative" in emb_config.sources else None
+    x = item_embeddings(ds, emb_config, split=split)
+    config = TokenizeConfig(
+        method=args.method,
+        levels=args.levels,
+        codebook_size=args.codebook_size,
+        iters=args.iters,
+        rqvae_epochs=args.rqvae_epochs,
+        seed=args.seed,
+    )
+    result = tokenize(x, config)
+    out = save_tokenization(
+        args.out, result, ds.log.items,
+        {"dataset": ds.name, "embeddings": asdict(emb_config), "embedding_dim": int(x.shape[1])},
+    )  # fmt: skip
+    print(f"{ds.name}: {ds.num_items:,} items -> {result.semantic_ids.n_levels} codes each "
+          f"({config.method}, fitted in {result.seconds:.1f}s)")
+    print(report_markdown(result.report))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
 
@@ -172,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--no-positive", action="store_true",
                        help="do not require a positive interaction (like, follow, ...)")
     split.set_defaults(func=cmd_data_split)
+
+    tok = sub.add_parser("tokenize", help="item embeddings -> semantic IDs, with a quality report")
+    _add_source(tok)
+    tok.add_argument("--out", required=True, help="output folder")
+    tok.add_argument("--embeddings", default="text",
+                     help="comma-separated sources: text, attributes, collaborative, vectors")
+    tok.add_argument("--text-fields", default=None, help="comma-separated item text columns")
+    tok.add_argument("--vectors", default=None, help=".npy or .parquet item vectors (source 'vectors')")
+    tok.add_argument("--fused-dim", type=int, default=None, help="PCA size of fused embeddings")
+    tok.add_argument("--method", default="balanced", choices=["balanced", "plain", "rqvae"])
+    tok.add_argument("--levels", type=int, default=3)
+    tok.add_argument("--codebook-size", type=int, default=None, help="default: from catalog size")
+    tok.add_argument("--iters", type=int, default=50, help="k-means iterations per level")
+    tok.add_argument("--rqvae-epochs", type=int, default=200)
+    tok.add_argument("--seed", type=int, default=0)
+    tok.set_defaults(func=cmd_tokenize)
 
     qs = sub.add_parser("quickstart", help="run the pipeline end to end on a generated dataset")
     qs.add_argument("--out", default="runs/quickstart")
