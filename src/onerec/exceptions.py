@@ -133,3 +133,11 @@ class CodeError(TokenizerError):
 
 class CodeCollisionError(CodeError):
     """Two items share a full code sequence where codes must be unique."""
+
+
+class ModelError(OneRecError, ValueError):
+    """Model inputs (tokens, masks, user ids) have the wrong shape or do not fit the config."""
+
+
+class GenerationError(OneRecError, ValueError):
+    """Beam search was asked for something it cannot do (beam too narrow, too few items, ...)."""

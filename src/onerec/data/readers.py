@@ -547,7 +547,7 @@ def deduplicate(
     return out, FilterReport.between("duplicates", log, out, "same user, item and timestamp")
 
 
-def _align(features: pa.Table | None, ids: IdMap, kind: str) -> tuple[FeatureTable, dict]:
+def align_features(features: pa.Table | None, ids: IdMap, kind: str) -> tuple[FeatureTable, dict]:
     """Reorder a feature table to the id map; count rows without interactions and ids without
     features (both are reported in the dataset's meta, nothing disappears silently)."""
     if features is None:
@@ -556,9 +556,9 @@ def _align(features: pa.Table | None, ids: IdMap, kind: str) -> tuple[FeatureTab
     keys_log, keys_feat = ids.raw, raw
     if keys_log.dtype.kind != keys_feat.dtype.kind:
         keys_log, keys_feat = keys_log.astype(str), keys_feat.astype(str)
-    uniq, first = np.unique(keys_feat, return_index=True)
-    if len(uniq) != len(keys_feat):
-        raise DataError(f"the {kind} table lists {len(keys_feat) - len(uniq)} ids twice")
+    n_unique = len(np.unique(keys_feat))
+    if n_unique != len(keys_feat):
+        raise DataError(f"the {kind} table lists {len(keys_feat) - n_unique} ids twice")
     pos = pc.index_in(pa.array(keys_log), value_set=pa.array(keys_feat))
     has = pos.is_valid().to_numpy(zero_copy_only=False)
     aligned = features.drop_columns(["id"]).take(pc.fill_null(pos, 0))
@@ -601,12 +601,12 @@ def assemble(
     item_table = FeatureTable.from_ids(log.items)
     info: dict[str, Any] = {"source": raw.source}
     for table in item_features:
-        aligned, stats = _align(table, log.items, "item")
+        aligned, stats = align_features(table, log.items, "item")
         for c in aligned.columns:
             item_table = item_table.with_column(c, aligned.table.column(c))
         for k, v in stats.items():
             info[k] = info.get(k, 0) + v
-    user_table, stats = _align(user_features, log.users, "user")
+    user_table, stats = align_features(user_features, log.users, "user")
     info.update(stats)
     info["duplicates_removed"] = dup_report.rows_removed
     info.update(meta or {})

@@ -59,7 +59,7 @@ def _read_yelp(root: Path) -> Dataset:
     # LETTER numbers items from 0; item k there is item k + 1 of the S3-Rec file (approximately:
     # the published category sets agree for about 12.5k of 20k items)
     text = text.set_column(0, "id", pc.add(text.column("id"), 1))
-    aligned, stats = readers._align(text, ds.log.items, "item")
+    aligned, stats = readers.align_features(text, ds.log.items, "item")
     table = ds.item_table
     for c in aligned.columns:
         table = table.with_column(c, aligned.table.column(c))

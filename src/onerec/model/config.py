@@ -1,0 +1,194 @@
+"""The OneRec model's configuration: one dataclass, a few named presets, JSON in and out.
+
+Every size the model has is here, so a run directory's ``config.json`` rebuilds the same model.
+``level_sizes`` comes from the tokenizer (``SemanticIds.level_sizes``): it fixes the vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as dataclass_replace
+from typing import Any, Sequence
+
+from onerec.exceptions import ConfigError
+
+MOE_BALANCE_MODES = ("aux_loss", "bias", "none")
+
+# Sizes of the named presets (everything but level_sizes). Parameter counts (measured with
+# OneRec.num_parameters / num_active_parameters; "active" = used by one decoder token) are for
+# the paper's vocabulary, level_sizes = [8192] * 3, unless said otherwise.
+PRESETS: dict[str, dict[str, Any]] = {
+    # unit tests on a CPU: 60k parameters with 3 x 4 codes, milliseconds per step
+    "tiny": dict(
+        d_model=32, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=64,
+        n_experts=4, top_k=2, max_history=20, n_user_buckets=64,
+    ),
+    # CPU experiments: 3.1M parameters (1.6M active) with 3 x 256 codes; 6.1M with 3 x 8192
+    "small": dict(
+        d_model=128, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=640,
+        n_experts=8, top_k=2, max_history=50, n_user_buckets=1024,
+    ),
+    # sized like the paper's OneRec-0.1B: 24 experts, top-2; 98.8M parameters, 46.9M active
+    "base": dict(
+        d_model=512, n_heads=8, encoder_layers=4, decoder_layers=4, d_ff=2048,
+        n_experts=24, top_k=2, expert_d_ff=384, max_history=256, n_user_buckets=8192,
+    ),
+    # sized like the paper's OneRec-1B (a GPU): 24 experts, top-2; 0.999B parameters, 0.31B active
+    "large": dict(
+        d_model=1024, n_heads=16, encoder_layers=8, decoder_layers=8, d_ff=4096,
+        n_experts=24, top_k=2, expert_d_ff=1280, max_history=256, n_user_buckets=16384,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class OneRecConfig:
+    """Sizes of the encoder-decoder and of its sparse MoE decoder feed-forward layers.
+
+    ``d_ff`` is the hidden width of the dense SwiGLU FFN (every encoder layer, and the decoder's
+    when ``n_experts`` is 0 or 1). ``expert_d_ff`` is each expert's hidden width; ``None`` means
+    ``d_ff // top_k``, so that a token's active FFN width (top_k experts) equals the dense
+    FFN's: switching ``n_experts`` between 0 and E then compares dense and MoE decoders at
+    equal active parameters (up to the router's d_model * E weights).
+
+    ``moe_balance``: "aux_loss" adds the Switch Transformer load-balancing loss (weight
+    ``aux_loss_weight``); "bias" is auxiliary-loss-free balancing (a per-expert bias on the
+    router scores, used for selection only, moved by ``bias_update_rate`` after every training
+    step by :meth:`OneRec.update_moe_bias`); "none" does neither (for ablations).
+
+    ``max_history``: most history items the encoder reads; ``max_session_items``: items per
+    generated session (the paper's m = 5); ``n_user_buckets``: rows of the hashed user-id
+    embedding. ``tie_embeddings``: the output head reuses the token embedding (default).
+    """
+
+    level_sizes: list[int]  # codes per level, from the tokenizer (L' levels)
+    d_model: int = 128
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    d_ff: int = 512
+    n_experts: int = 0  # 0 or 1: dense decoder FFN
+    top_k: int = 2
+    expert_d_ff: int | None = None  # None: d_ff // top_k
+    moe_balance: str = "bias"
+    aux_loss_weight: float = 0.01
+    bias_update_rate: float = 1e-3
+    dropout: float = 0.0
+    max_history: int = 50
+    max_session_items: int = 5
+    n_user_buckets: int = 1024
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if isinstance(self.level_sizes, (str, bytes)) or not isinstance(
+            self.level_sizes, Sequence
+        ):
+            raise ConfigError(
+                f"level_sizes must be a list of ints (SemanticIds.level_sizes), "
+                f"got {self.level_sizes!r}"
+            )
+        self.level_sizes = list(self.level_sizes)
+        if not self.level_sizes or not all(_is_int(k) and k >= 1 for k in self.level_sizes):
+            raise ConfigError(
+                f"level_sizes must be a non-empty list of ints >= 1, got {self.level_sizes!r}"
+            )
+        for name in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff",
+                     "max_history", "max_session_items", "n_user_buckets"):  # fmt: skip
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}): "
+                f"each head gets d_model / n_heads dimensions"
+            )
+        if not _is_int(self.n_experts) or self.n_experts < 0:
+            raise ConfigError(f"n_experts must be an int >= 0, got {self.n_experts!r}")
+        if not _is_int(self.top_k) or self.top_k < 1:
+            raise ConfigError(f"top_k must be an int >= 1, got {self.top_k!r}")
+        if self.is_moe and self.top_k > self.n_experts:
+            raise ConfigError(
+                f"top_k ({self.top_k}) must be <= n_experts ({self.n_experts}): a token cannot "
+                f"be routed to more experts than there are"
+            )
+        if self.expert_d_ff is not None and (not _is_int(self.expert_d_ff) or self.expert_d_ff < 1):
+            raise ConfigError(f"expert_d_ff must be an int >= 1 or None, got {self.expert_d_ff!r}")
+        if self.is_moe and self.expert_width < 1:
+            raise ConfigError(
+                f"d_ff // top_k = {self.d_ff} // {self.top_k} is 0: set expert_d_ff or a "
+                f"larger d_ff"
+            )
+        if self.moe_balance not in MOE_BALANCE_MODES:
+            raise ConfigError(
+                f"moe_balance must be one of {MOE_BALANCE_MODES}, got {self.moe_balance!r}"
+            )
+        for name in ("aux_loss_weight", "bias_update_rate"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.norm_eps) or self.norm_eps <= 0:
+            raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ConfigError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
+
+    # --- derived sizes --------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        """Whether the decoder's FFN layers are sparse MoE layers (n_experts > 1)."""
+        return self.n_experts > 1
+
+    @property
+    def expert_width(self) -> int:
+        """Hidden width of one expert's SwiGLU."""
+        return self.expert_d_ff if self.expert_d_ff is not None else self.d_ff // self.top_k
+
+    @property
+    def n_levels(self) -> int:
+        """Codes per item (L')."""
+        return len(self.level_sizes)
+
+    @property
+    def vocab_size(self) -> int:
+        """PAD, BOS, SEP and every level's codes (see :class:`onerec.model.tokens.TokenLayout`)."""
+        return 3 + sum(self.level_sizes)
+
+    # --- presets and files -----------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, level_sizes: Sequence[int], **overrides: Any) -> "OneRecConfig":
+        """The named preset ("tiny", "small", "base", "large") for a tokenizer's level sizes."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config fields {sorted(unknown)}")
+        return cls(level_sizes=list(level_sizes), **{**PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any) -> "OneRecConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclass_replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OneRecConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown OneRecConfig fields {sorted(unknown)}; known: {sorted(known)}"
+            )
+        if "level_sizes" not in d:
+            raise ConfigError("OneRecConfig needs level_sizes (from the tokenizer)")
+        return cls(**d)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,240 @@
+"""The OneRec encoder-decoder: token layout, shapes, loss, cached decoding, config, sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onerec.data.ragged import Ragged
+from onerec.exceptions import ConfigError, ModelError
+from onerec.model import PRESETS, OneRec, OneRecConfig, TokenLayout, pad_history
+from onerec.tokenizer import SemanticIds
+
+SIZES = [4, 4, 4]
+
+
+def catalog(n: int = 60, seed: int = 0) -> SemanticIds:
+    """``n`` distinct items with 3 codes of 4 values each."""
+    g = torch.Generator().manual_seed(seed)
+    all_codes = torch.cartesian_prod(*(torch.arange(k) for k in SIZES))  # (64, 3)
+    return SemanticIds.from_codes(all_codes[torch.randperm(len(all_codes), generator=g)[:n]], SIZES)
+
+
+def tiny(**overrides) -> OneRec:
+    torch.manual_seed(0)
+    return OneRec(OneRecConfig.preset("tiny", SIZES, **overrides))
+
+
+def batch(model: OneRec, ids: SemanticIds, b: int = 4, n: int = 6, m: int = 2, seed: int = 1):
+    """History tokens and mask (some rows padded, one empty), users and target sessions."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(ids.n_items, (b, n), generator=g)
+    lengths = torch.randint(0, n + 1, (b,), generator=g)
+    lengths[0] = 0
+    items[torch.arange(n) < (n - lengths).unsqueeze(1)] = -1  # right-aligned, -1 = padding
+    tokens, mask = model.layout.encode_history(items, ids.codes)
+    users = torch.randint(1000, (b,), generator=g)
+    target = ids.codes[torch.randint(ids.n_items, (b, m), generator=g)]  # (B, m, L')
+    return tokens, mask, users, target
+
+
+# --- token layout -------------------------------------------------------------------------------
+
+
+def test_token_layout_round_trip_and_session_layout():
+    layout = TokenLayout([3, 5])
+    assert layout.vocab_size == 3 + 3 + 5
+    assert layout.level_start == [3, 6]
+    codes = torch.tensor([[[2, 4], [0, 1]]])  # one session of two items
+    tokens = layout.encode_items(codes)
+    assert tokens.tolist() == [[[5, 10], [3, 7]]]
+    assert torch.equal(layout.decode(tokens), codes)
+    dec_in, target = layout.session_targets(codes)
+    bos, sep = TokenLayout.BOS, TokenLayout.SEP
+    assert dec_in.tolist() == [[bos, 5, 10, sep, 3, 7]]
+    assert target.tolist() == [[5, 10, sep, 3, 7, sep]]
+    assert layout.target_levels(6).tolist() == [0, 1, -1, 0, 1, -1]
+    item, slot = layout.decoder_positions(6)
+    assert item.tolist() == [0, 0, 0, 1, 1, 1] and slot.tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ModelError, match="level-1 value"):
+        layout.encode_items(torch.tensor([[0, 5]]))
+    with pytest.raises(ModelError, match="one per level"):
+        layout.encode_items(torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ModelError, match="outside"):
+        layout.decode(torch.tensor([[1, 7]]))  # BOS is no level-0 code
+
+
+def test_pad_history_keeps_the_most_recent_items():
+    hist = Ragged.from_lists([[1, 2, 3, 4], [], [7]])
+    assert pad_history(hist, 3).tolist() == [[2, 3, 4], [-1, -1, -1], [-1, -1, 7]]
+    assert pad_history(torch.tensor([[5, 6, 7]]), 2).tolist() == [[6, 7]]
+    with pytest.raises(ModelError):
+        pad_history(torch.zeros(3), 2)
+
+
+# --- forward, loss ------------------------------------------------------------------------------
+
+
+def test_shapes():
+    ids = catalog()
+    model = tiny()
+    tokens, mask, users, target = batch(model, ids, b=4, n=6, m=2)
+    dec_in, _ = model.layout.session_targets(target)
+    logits = model(tokens, mask, users, dec_in)
+    assert logits.shape == (4, 2 * 4, model.layout.vocab_size)
+    memory, memory_mask = model.encode(tokens, mask, users)
+    assert memory.shape == (4, 1 + 6 * 3, 32) and memory_mask.shape == (4, 1 + 6 * 3)
+    assert not memory_mask[0, 1:].any() and memory_mask[:, 0].all()  # empty history, user token
+    logp = model.code_log_probs(tokens, mask, users, target)
+    assert logp.shape == (4, 2, 3) and (logp <= 0).all()
+    assert torch.isfinite(model.loss(tokens, mask, users, target).loss)
+
+
+def test_restricted_loss_equals_cross_entropy_on_masked_logits():
+    ids = catalog()
+    model = tiny(moe_balance="aux_loss")
+    tokens, mask, users, target = batch(model, ids, m=3)
+    dec_in, dec_target = model.layout.session_targets(target)
+    out = model.loss(tokens, mask, users, target)
+    logits = model(tokens, mask, users, dec_in)  # (B, T, V)
+    levels = model.layout.target_levels(dec_in.shape[1])  # (T,)
+    allowed = torch.zeros(len(levels), model.layout.vocab_size, dtype=torch.bool)
+    for t, level in enumerate(levels.tolist()):
+        if level >= 0:
+            allowed[t, model.layout.level_slice(level)] = True
+    masked = logits.masked_fill(~allowed, float("-inf"))
+    keep = levels >= 0  # SEP positions are skipped
+    reference = F.cross_entropy(masked[:, keep].flatten(0, 1), dec_target[:, keep].flatten())
+    torch.testing.assert_close(out.ntp, reference, atol=1e-5, rtol=1e-5)
+    assert out.aux > 0
+    torch.testing.assert_close(out.loss, out.ntp + model.config.aux_loss_weight * out.aux)
+
+
+def test_tiny_model_memorizes_a_batch():
+    ids = catalog()
+    model = tiny()
+    tokens, mask, users, target = batch(model, ids, b=8, m=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = model.loss(tokens, mask, users, target).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.update_moe_bias()
+        losses.append(loss.item())
+    assert losses[0] > 1.2  # about log(4): uniform over a level's 4 codes
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("n_experts", [0, 4])
+def test_cached_decoding_matches_teacher_forcing(n_experts):
+    ids = catalog()
+    model = tiny(n_experts=n_experts).eval()
+    tokens, mask, users, target = batch(model, ids, b=3, m=3)
+    dec_in, _ = model.layout.session_targets(target)
+    with torch.no_grad():
+        full = model(tokens, mask, users, dec_in)  # (B, T, V)
+        memory, memory_mask = model.encode(tokens, mask, users)
+        cache = None
+        for t in range(dec_in.shape[1]):
+            step, cache = model.decode_step(memory, memory_mask, dec_in[:, t : t + 1], cache)
+            torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=0)
+        # several tokens at once after a cached prefix, and G = 2 beams per user
+        rows = torch.arange(3).repeat_interleave(2)
+        _, cache = model.decode_step(memory, memory_mask, dec_in[rows, :3])
+        level = 1
+        step, _ = model.decode_step(memory, memory_mask, dec_in[rows, 3:6], cache, level=level)
+        torch.testing.assert_close(
+            step, full[rows, 5, model.layout.level_slice(level)], atol=1e-5, rtol=0
+        )
+
+
+def test_model_input_errors():
+    ids = catalog()
+    model = tiny()
+    tokens, mask, users, target = batch(model, ids, n=6)
+    with pytest.raises(ModelError, match="max_history"):
+        too_long = tokens.repeat(1, 4, 1)  # 24 items > 20
+        model.encode(too_long, mask.repeat(1, 4), users)
+    with pytest.raises(ModelError, match="history_mask"):
+        model.encode(tokens, mask[:, :2], users)
+    with pytest.raises(ModelError, match="user_ids"):
+        model.encode(tokens, mask, users[:2])
+    with pytest.raises(ModelError, match="max_session_items"):
+        model.loss(tokens, mask, users, ids.codes[:6].view(1, 6, 3).expand(4, 6, 3))
+    with pytest.raises(ModelError, match="history item id"):
+        model.layout.encode_history(torch.tensor([[70]]), ids.codes)
+
+
+# --- config and sizes ---------------------------------------------------------------------------
+
+
+def test_parameter_counts():
+    dense = tiny(n_experts=0)
+    assert dense.num_active_parameters() == dense.num_parameters()
+    moe = tiny(n_experts=4, top_k=2)
+    c = moe.config
+    per_expert = 3 * c.d_model * c.expert_width
+    assert moe.num_parameters() - moe.num_active_parameters() == c.decoder_layers * 2 * per_expert
+    # a tied head adds nothing, an untied one a vocab x d_model matrix
+    untied = tiny(n_experts=4, tie_embeddings=False)
+    assert untied.num_parameters() - moe.num_parameters() == moe.layout.vocab_size * c.d_model
+    assert "active per token" in moe.describe()
+
+
+def test_presets_have_their_advertised_sizes():
+    paper = [8192] * 3
+
+    def size(name: str, level_sizes: list[int]) -> tuple[int, int]:
+        with torch.device("meta"):  # no memory, no time: shapes only
+            model = OneRec(OneRecConfig.preset(name, level_sizes))
+        return model.num_parameters(), model.num_active_parameters()
+
+    small, _ = size("small", [256] * 3)
+    assert 2.5e6 < small < 3.5e6
+    base, base_active = size("base", paper)
+    assert 0.08e9 < base < 0.13e9 and base_active < 0.6 * base
+    large, large_active = size("large", paper)
+    assert 0.85e9 < large < 1.2e9 and large_active < 0.4 * large
+    assert set(PRESETS) == {"tiny", "small", "base", "large"}
+
+
+def test_config_json_round_trip():
+    config = OneRecConfig.preset("small", [8, 8, 3], moe_balance="aux_loss", dropout=0.1)
+    back = OneRecConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert back == config
+    assert config.expert_width == config.d_ff // config.top_k
+    assert config.vocab_size == 3 + 8 + 8 + 3
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(d_model=30, n_heads=4), "divisible by n_heads"),
+        (dict(n_experts=2, top_k=3), "top_k"),
+        (dict(moe_balance="loss"), "moe_balance"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(level_sizes=[]), "level_sizes"),
+        (dict(level_sizes=[4, 0]), "level_sizes"),
+        (dict(max_history=0), "max_history"),
+        (dict(d_ff=1, top_k=2, n_experts=4), "expert_d_ff"),
+        (dict(encoder_layers=True), "encoder_layers"),
+        (dict(aux_loss_weight=-1.0), "aux_loss_weight"),
+    ],
+)
+def test_config_validation(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        OneRecConfig(**{"level_sizes": SIZES, **changes})
+
+
+def test_config_rejects_unknown_fields_and_presets():
+    with pytest.raises(ConfigError, match="unknown"):
+        OneRecConfig.from_dict({"level_sizes": SIZES, "d_modle": 8})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        OneRecConfig.preset("huge", SIZES)
+    with pytest.raises(ConfigError, match="unknown config fields"):
+        OneRecConfig.preset("tiny", SIZES, heads=2)
