@@ -31,6 +31,7 @@ from onerec.tokenizer.residual import (
     default_codebook_size,
     quality_report,
 )
+from onerec.tokenizer.trie import as_code_table
 from onerec.tokenizer.rqvae import RQVAEConfig, RQVAEQuantizer
 
 METHODS = ("balanced", "plain", "rqvae")
@@ -127,7 +128,8 @@ def save_tokenization(
         {"item_id": pa.array(items.raw), **{f"code_{i}": codes[:, i] for i in range(codes.shape[1])}}
     )
     meta = {"level_sizes": json.dumps(result.semantic_ids.level_sizes),
-            "base_levels": str(result.semantic_ids.base_levels)}
+            "base_levels": str(result.semantic_ids.base_levels),
+            "collision_rate_before": repr(result.semantic_ids.collision_rate_before)}
     pq.write_table(table.replace_schema_metadata(meta), out / "semantic_ids.parquet")
     (out / "report.json").write_text(
         json.dumps({**result.report.to_dict(), "fit_seconds": result.seconds}, indent=2)
@@ -150,8 +152,10 @@ def load_tokenization(directory: str | Path) -> tuple[IdMap, SemanticIds]:
     cols = [c for c in table.column_names if c.startswith("code_")]
     codes = torch.from_numpy(np.stack([table.column(c).to_numpy() for c in cols], axis=1).astype(np.int64))
     ids = IdMap(canonical_ids(table.column("item_id").to_numpy(zero_copy_only=False)), "item")
-    sem = SemanticIds.from_codes(codes[:, : int(meta[b"base_levels"])], level_sizes[: int(meta[b"base_levels"])])
-    if not torch.equal(sem.codes, codes):
-        # saved codes carry their own disambiguation: take them as they are
-        sem = SemanticIds(codes, level_sizes, int(meta[b"base_levels"]), sem.collision_rate_before)
+    sem = SemanticIds(
+        as_code_table(codes, level_sizes, str(path)), level_sizes, int(meta[b"base_levels"]),
+        float(meta[b"collision_rate_before"]),
+    )  # fmt: skip
+    if len(torch.unique(sem.codes, dim=0)) != len(sem.codes):
+        raise DataError("two items share a code sequence", path=path, hint="tokenize again.")
     return ids, sem
