@@ -74,6 +74,9 @@ def test_check_and_load_vectors(tmp_path: Path) -> None:
     vecs = pa.array([[3.0, 3.0], [1.0, 1.0], [2.0, 2.0]])
     pq.write_table(pa.table({"id": [30, 10, 20], "vec": vecs}), tmp_path / "v.parquet")
     np.testing.assert_array_equal(load_vectors(tmp_path / "v.parquet", items)[:, 0], [1, 2, 3])
+    pq.write_table(pa.table({"id": [30, 10, 10], "vec": vecs}), tmp_path / "dup.parquet")
+    with pytest.raises(EmbeddingError, match="appear twice"):
+        load_vectors(tmp_path / "dup.parquet", items)
     pq.write_table(pa.table({"id": [30, 10, 99], "vec": vecs}), tmp_path / "bad.parquet")
     with pytest.raises(UnknownItemError):
         load_vectors(tmp_path / "bad.parquet", items)
