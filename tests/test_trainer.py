@@ -1,0 +1,78 @@
+"""Training: examples from training sequences, a falling loss, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from onerec.data import SyntheticConfig, generate, leave_one_out
+from onerec.data.ragged import Ragged
+from onerec.model import OneRec, OneRecConfig
+from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
+from onerec.training import TrainConfig, Trainer, training_examples
+from onerec.embeddings import cooccurrence_embeddings
+
+
+def test_training_examples_cover_every_cut() -> None:
+    seqs = Ragged.from_lists([[1, 2, 3, 4], [5, 6], [7]])
+    ex = training_examples(seqs, history_length=2, session_items=1)
+    assert ex.user.tolist() == [0, 0, 0, 1]
+    assert ex.history.tolist() == [[1], [1, 2], [2, 3], [5]]
+    assert ex.target.tolist() == [[2], [3], [4], [6]]
+    two = training_examples(seqs, history_length=5, session_items=2)
+    assert two.history.tolist() == [[1], [1, 2]] and two.target.tolist() == [[2, 3], [3, 4]]
+
+
+def setup(tmp: Path):
+    ds = generate(SyntheticConfig(num_users=120, num_items=60, mean_interactions=12, seed=0))
+    split = leave_one_out(ds.log, history_length=8)
+    x = cooccurrence_embeddings(split.train_sequences(), 60, dim=8)
+    ids = tokenize(x, TokenizeConfig(levels=2, codebook_size=8, iters=5)).semantic_ids
+    torch.manual_seed(0)
+    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=8, n_user_buckets=128))
+    return model, ids, split
+
+
+def weights(model: OneRec) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
+    config = TrainConfig(history_length=8, batch_size=64, epochs=2, lr=3e-3, warmup_steps=5,
+                         patience=5, eval_beam=10, log_every=5)
+    model, ids, split = setup(tmp_path)
+    state = Trainer(model, ids, split, config, tmp_path / "full").fit(progress=False)
+    assert state["epochs"] == 2 and 0 <= state["best_valid_recall@10"] <= 1
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines]
+    losses = [r["ntp"] for r in steps if "ntp" in r]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "full" / "best.safetensors").exists()
+
+    # the same run, killed during its second epoch's validation, then resumed from last.safetensors
+    model1, ids1, split1 = setup(tmp_path)
+    killed = Trainer(model1, ids1, split1, config, tmp_path / "part")
+    calls = {"n": 0}
+    validate = killed.validate
+
+    def dies_on_second_call() -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return validate()
+
+    killed.validate = dies_on_second_call  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit(progress=False)
+    model2, ids2, split2 = setup(tmp_path)
+    torch.manual_seed(123)  # whatever state the new process is in
+    resumed = Trainer(model2, ids2, split2, config, tmp_path / "part")
+    resumed.fit(progress=False)
+    assert resumed.step == state["steps"]
+    full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in part_log] == [json.loads(x)["epoch"] for x in full_log]
+    torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
