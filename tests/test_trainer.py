@@ -76,3 +76,22 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in part_log] == [json.loads(x)["epoch"] for x in full_log]
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
+
+
+def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from onerec.cli import main
+
+    ds = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
+    ds.save(tmp_path / "ds")
+    assert main(["tokenize", str(tmp_path / "ds"), "--embeddings", "collaborative", "--levels", "2",
+                 "--codebook-size", "8", "--iters", "5", "--out", str(tmp_path / "tok")]) == 0
+    args = ["train", str(tmp_path / "ds"), "--tokens", str(tmp_path / "tok"), "--preset", "tiny",
+            "--history-length", "8", "--batch-size", "64", "--epochs", "1", "--eval-beam", "10",
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert "best validation recall@10" in capsys.readouterr().out
+    assert (tmp_path / "run" / "best.safetensors").exists()
+    other = generate(SyntheticConfig(num_users=80, num_items=50, mean_interactions=10, seed=2))
+    other.save(tmp_path / "other")
+    assert main(["train", str(tmp_path / "other"), *args[2:-1], str(tmp_path / "run2")]) == 2
+    assert "another catalog" in capsys.readouterr().err

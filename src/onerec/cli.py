@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from onerec import __version__
 from onerec.exceptions import OneRecError
 
@@ -162,6 +164,36 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from onerec.data.splits import leave_one_out
+    from onerec.model import OneRec, OneRecConfig
+    from onerec.tokenizer.pipeline import load_tokenization
+    from onerec.training import TrainConfig, Trainer
+
+    ds = _load(args.source, args)
+    split = leave_one_out(ds.log, history_length=args.history_length)
+    items, ids = load_tokenization(args.tokens)
+    if not np.array_equal(items.raw, ds.log.items.raw):
+        raise OneRecError(
+            f"the semantic IDs in {args.tokens} were made for another catalog "
+            f"({len(items)} items, the dataset has {ds.num_items}); run `onerec tokenize` on it"
+        )
+    torch.manual_seed(args.seed)
+    model = OneRec(OneRecConfig.preset(args.preset, ids.level_sizes, max_history=args.history_length))
+    print(model.describe())
+    config = TrainConfig(
+        session_items=args.session_items, history_length=args.history_length,
+        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, patience=args.patience,
+        eval_beam=args.eval_beam, seed=args.seed,
+    )  # fmt: skip
+    state = Trainer(model, ids, split, config, args.out).fit()
+    print(f"{state['epochs']} epochs, best validation recall@10 {state['best_valid_recall@10']:.4f}"
+          f" -> {args.out}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
 
@@ -226,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--rqvae-epochs", type=int, default=200)
     tok.add_argument("--seed", type=int, default=0)
     tok.set_defaults(func=cmd_tokenize)
+
+    tr = sub.add_parser("train", help="train OneRec by next-token prediction (leave-one-out split)")
+    _add_source(tr)
+    tr.add_argument("--tokens", required=True, help="folder written by `onerec tokenize`")
+    tr.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
+    tr.add_argument("--preset", default="small", choices=["tiny", "small", "base", "large"])
+    tr.add_argument("--session-items", type=int, default=1, help="target items per example (m)")
+    tr.add_argument("--history-length", type=int, default=20)
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--patience", type=int, default=3)
+    tr.add_argument("--eval-beam", type=int, default=20)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=cmd_train)
 
     qs = sub.add_parser("quickstart", help="run the pipeline end to end on a generated dataset")
     qs.add_argument("--out", default="runs/quickstart")
