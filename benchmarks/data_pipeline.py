@@ -12,6 +12,7 @@ import argparse
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from onerec.data.schema import Dataset
@@ -45,7 +46,7 @@ def main() -> None:
     dataset.log = dataset.log.take(slice(0, args.rows))
     rows = len(dataset.log)
     with tempfile.TemporaryDirectory() as tmp:
-        timed("write_parquet", lambda: dataset.save(Path(tmp) / "log"))
+        timed("write_parquet", partial(dataset.save, Path(tmp) / "log"))
         del dataset
         loaded = timed("read_parquet", lambda: Dataset.load(Path(tmp) / "log"))
         split = timed("leave_one_out", lambda: leave_one_out(loaded.log, history_length=20))

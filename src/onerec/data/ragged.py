@@ -74,7 +74,7 @@ class Ragged:
     def tolist(self) -> list[list[int]]:
         return [r.tolist() for r in self]
 
-    def _gather(self, starts: np.ndarray, lengths: np.ndarray) -> "Ragged":
+    def slices(self, starts: np.ndarray, lengths: np.ndarray) -> "Ragged":
         """Rows made of ``values[starts[i] : starts[i] + lengths[i]]``."""
         out_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_offsets[1:])
@@ -84,25 +84,25 @@ class Ragged:
     def take(self, rows: np.ndarray) -> "Ragged":
         """A new Ragged with the given rows, in the given order (vectorized)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return self._gather(self.offsets[rows], self.lengths[rows])
+        return self.slices(self.offsets[rows], self.lengths[rows])
 
     def head(self, n: int) -> "Ragged":
         """The first ``n`` values of every row (all of a row shorter than ``n``)."""
         if n < 0:
             raise ValueError(f"head length must be >= 0, got {n}")
-        return self._gather(self.offsets[:-1], np.minimum(self.lengths, n))
+        return self.slices(self.offsets[:-1], np.minimum(self.lengths, n))
 
     def tail(self, n: int) -> "Ragged":
         """The last ``n`` values of every row (all of a row shorter than ``n``)."""
         if n < 0:
             raise ValueError(f"tail length must be >= 0, got {n}")
         lengths = np.minimum(self.lengths, n)
-        return self._gather(self.offsets[1:] - lengths, lengths)
+        return self.slices(self.offsets[1:] - lengths, lengths)
 
     def drop_last(self, k: np.ndarray | int) -> "Ragged":
         """Every row without its last ``k`` values (``k`` per row or one for all)."""
         lengths = np.maximum(self.lengths - np.asarray(k, dtype=np.int64), 0)
-        return self._gather(self.offsets[:-1], lengths)
+        return self.slices(self.offsets[:-1], lengths)
 
     def last(self) -> np.ndarray:
         """The last value of every row; every row must be non-empty."""

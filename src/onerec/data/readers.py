@@ -602,8 +602,7 @@ def assemble(
     info: dict[str, Any] = {"source": raw.source}
     for table in item_features:
         aligned, stats = align_features(table, log.items, "item")
-        for c in aligned.columns:
-            item_table = item_table.with_column(c, aligned.table.column(c))
+        item_table = item_table.with_columns_of(aligned)
         for k, v in stats.items():
             info[k] = info.get(k, 0) + v
     user_table, stats = align_features(user_features, log.users, "user")

@@ -60,10 +60,7 @@ def _read_yelp(root: Path) -> Dataset:
     # the published category sets agree for about 12.5k of 20k items)
     text = text.set_column(0, "id", pc.add(text.column("id"), 1))
     aligned, stats = readers.align_features(text, ds.log.items, "item")
-    table = ds.item_table
-    for c in aligned.columns:
-        table = table.with_column(c, aligned.table.column(c))
-    ds.item_table = table
+    ds.item_table = ds.item_table.with_columns_of(aligned)
     ds.meta.update({f"text_{k}": v for k, v in stats.items()})
     ds.meta["text_join"] = "approximate: LETTER Yelp.item.json key k = S3-Rec item k+1"
     return ds

@@ -150,6 +150,13 @@ class FeatureTable:
         dim = col.type.list_size
         return col.flatten().to_numpy().reshape(-1, dim)
 
+    def with_columns_of(self, other: "FeatureTable") -> "FeatureTable":
+        """A copy with every feature column of ``other`` (aligned to the same ids) added."""
+        out = self
+        for c in other.columns:
+            out = out.with_column(c, other.table.column(c))
+        return out
+
     def with_column(self, name: str, values: Any) -> "FeatureTable":
         """A copy with a column added or replaced; 2-D float arrays become embeddings."""
         if isinstance(values, np.ndarray) and values.ndim == 2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -128,7 +128,3 @@ def item_embeddings(
     if len(blocks) == 1 and config.fused_dim is None:
         return check_embeddings(next(iter(blocks.values())), dataset.num_items)
     return fuse(blocks, config.weights, config.fused_dim, config.seed)
-
-
-def config_dict(config: EmbeddingConfig) -> dict:
-    return asdict(config)

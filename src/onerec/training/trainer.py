@@ -74,8 +74,8 @@ def training_examples(sequences: Ragged, history_length: int, session_items: int
     t = 1 + np.arange(int(cuts.sum()), dtype=np.int64) - np.repeat(np.cumsum(cuts) - cuts, cuts)
     start = sequences.offsets[row]
     hist_len = np.minimum(t, history_length)
-    history = sequences._gather(start + t - hist_len, hist_len)
-    target = sequences._gather(start + t, np.full(len(row), session_items, dtype=np.int64))
+    history = sequences.slices(start + t - hist_len, hist_len)
+    target = sequences.slices(start + t, np.full(len(row), session_items, dtype=np.int64))
     return Examples(row, history, target, history)
 
 
