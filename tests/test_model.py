@@ -157,17 +157,68 @@ def test_model_input_errors():
     ids = catalog()
     model = tiny()
     tokens, mask, users, target = batch(model, ids, n=6)
-    with pytest.raises(ModelError, match="max_history"):
-        too_long = tokens.repeat(1, 4, 1)  # 24 items > 20
-        model.encode(too_long, mask.repeat(1, 4), users)
     with pytest.raises(ModelError, match="history_mask"):
         model.encode(tokens, mask[:, :2], users)
     with pytest.raises(ModelError, match="user_ids"):
         model.encode(tokens, mask, users[:2])
-    with pytest.raises(ModelError, match="max_session_items"):
-        model.loss(tokens, mask, users, ids.codes[:6].view(1, 6, 3).expand(4, 6, 3))
     with pytest.raises(ModelError, match="history item id"):
         model.layout.encode_history(torch.tensor([[70]]), ids.codes)
+    with pytest.raises(ModelError, match="at least 2 columns"):
+        model.sequence_loss(tokens[:, :1], mask[:, :1], users, session_items=1)
+
+
+def test_one_encoder_pass_equals_one_example_per_target():
+    """sequence_loss over whole sequences == the loss of every (history, next m items) example
+    taken separately, partial sessions at the end included."""
+    ids = catalog()
+    model = tiny(n_experts=4).eval()
+    items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])  # right-aligned
+    users = torch.tensor([3, 8])
+    tokens, mask = model.layout.encode_history(items, ids.codes)
+    m = 2
+    with torch.no_grad():
+        out = model.sequence_loss(tokens, mask, users, session_items=m)
+        total, n_codes = 0.0, 0
+        for row in range(2):
+            seq = items[row][items[row] >= 0]
+            for j in range(1, len(seq)):
+                hist = seq[:j].unsqueeze(0)
+                h_tokens, h_mask = model.layout.encode_history(hist, ids.codes)
+                target = ids.codes[seq[j : j + m]].unsqueeze(0)  # (1, m or fewer, L')
+                logp = model.code_log_probs(h_tokens, h_mask, users[row : row + 1], target)
+                total -= float(logp.sum())
+                n_codes += logp.numel()
+    assert out.n_codes == n_codes == (3 * 2 - 1 + 5 * 2 - 1) * 3  # 3 + 5 targets, 2 partial
+    torch.testing.assert_close(out.ntp.item() * out.n_codes, total, atol=1e-3, rtol=1e-5)
+    # only some targets: starts and segments
+    starts = torch.zeros_like(mask)
+    starts[1, 3] = True
+    segments = torch.tensor([[0] * 6, [0, 0, 0, 0, 1, 1]])
+    with torch.no_grad():
+        part = model.sequence_loss(tokens, mask, users, m, starts=starts, segments=segments)
+        hist_tokens, hist_mask = model.layout.encode_history(items[1:, :3], ids.codes)
+        own = model.code_log_probs(hist_tokens, hist_mask, users[1:], ids.codes[torch.tensor([[4]])])
+    assert part.n_codes == 3  # item 4 only: item 5 is in the next session
+    torch.testing.assert_close(part.ntp, -own.mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_target_never_sees_later_items():
+    """One pass serves every target without leaking the future: changing the items after a
+    target leaves that target's loss unchanged (and changing an earlier one does not)."""
+    ids = catalog()
+    model = tiny(n_experts=4).eval()
+    users = torch.tensor([2])
+    starts = torch.zeros(1, 6, dtype=torch.bool)
+    starts[0, 3] = True  # only the target at column 3 (item 30 below) is scored
+
+    def target_loss(items: list[int]) -> float:
+        tokens, mask = model.layout.encode_history(torch.tensor([items]), ids.codes)
+        with torch.no_grad():
+            return model.sequence_loss(tokens, mask, users, 1, starts=starts).ntp.item()
+
+    base = target_loss([10, 20, 25, 30, 40, 50])
+    assert target_loss([10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
+    assert target_loss([11, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-6)
 
 
 # --- config and sizes ---------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def beam_search_sessions(
     if n_items > model.config.max_session_items:
         raise GenerationError(
             f"n_items ({n_items}) exceeds the model's max_session_items "
-            f"({model.config.max_session_items}): it has no position embeddings beyond"
+            f"({model.config.max_session_items}), the longest session it was configured for"
         )
     if n_items > semantic_ids.n_items:
         raise GenerationError(

@@ -56,9 +56,11 @@ class OneRecConfig:
     router scores, used for selection only, moved by ``bias_update_rate`` after every training
     step by :meth:`OneRec.update_moe_bias`); "none" does neither (for ablations).
 
-    ``max_history``: most history items the encoder reads; ``max_session_items``: items per
-    generated session (the paper's m = 5); ``n_user_buckets``: rows of the hashed user-id
-    embedding. ``tie_embeddings``: the output head reuses the token embedding (default).
+    ``max_history``: most history items a target sees (and the encoder's attention window, in
+    items); ``max_session_items``: the longest session generation returns by default (the
+    paper's m = 5); ``n_user_buckets``: rows of the hashed user-id embedding.
+    ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
+    attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
 
     level_sizes: list[int]  # codes per level, from the tokenizer (L' levels)
@@ -77,6 +79,8 @@ class OneRecConfig:
     max_history: int = 50
     max_session_items: int = 5
     n_user_buckets: int = 1024
+    rel_buckets: int = 32
+    rel_max_distance: int = 128
     tie_embeddings: bool = True
     norm_eps: float = 1e-6
 
@@ -94,7 +98,8 @@ class OneRecConfig:
                 f"level_sizes must be a non-empty list of ints >= 1, got {self.level_sizes!r}"
             )
         for name in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff",
-                     "max_history", "max_session_items", "n_user_buckets"):  # fmt: skip
+                     "max_history", "max_session_items", "n_user_buckets", "rel_buckets",
+                     "rel_max_distance"):  # fmt: skip
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
@@ -102,6 +107,11 @@ class OneRecConfig:
             raise ConfigError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}): "
                 f"each head gets d_model / n_heads dimensions"
+            )
+        if self.rel_max_distance <= self.rel_buckets // 2:
+            raise ConfigError(
+                f"rel_max_distance ({self.rel_max_distance}) must exceed rel_buckets // 2 "
+                f"({self.rel_buckets // 2}): the exact buckets cover that many distances"
             )
         if not _is_int(self.n_experts) or self.n_experts < 0:
             raise ConfigError(f"n_experts must be an int >= 0, got {self.n_experts!r}")

@@ -1,33 +1,46 @@
 """OneRec: an encoder-decoder over semantic-ID tokens, with a sparse MoE decoder.
 
-Read top to bottom: RMSNorm, SwiGLU, attention, the MoE layer, encoder and decoder blocks, then
-the model with ``encode`` / ``decode`` / ``forward`` / ``loss`` and the cached ``decode_step``
-that beam search (``onerec.generation``) drives.
+Read top to bottom: RMSNorm, SwiGLU, attention, relative positions, the MoE layer, encoder and
+decoder blocks, then the model with ``encode`` / ``decode`` / ``sequence_loss`` and the cached
+``decode_step`` that beam search (``onerec.generation``) drives.
 
-- The **encoder** reads the user: a user token (hashed user-id embedding) followed by every
-  history item as its L' code tokens. Each history token's input is token embedding + item
-  recency embedding (0 = most recent item) + level embedding. Pre-norm blocks, dense SwiGLU.
+- The **encoder** reads a user: a user token (hashed user-id embedding) followed by every item
+  of the user's sequence as its L' code tokens (token + level embedding). Attention is
+  *block-causal* over items: a token sees its own item, the ``max_history - 1`` items before it
+  and the user token, never a later item. Positions are relative: a learned bias per head and
+  item distance. So the encoder state of item i summarizes the sequence up to i, whatever comes
+  after, and one encoder pass over a user's whole training sequence serves every next-item
+  target in it (``sequence_loss``); at inference the history is simply the sequence.
 - The **decoder** generates a session ``[BOS] c1_1..c1_L [SEP] c2_1.. [SEP] ...`` (see
-  ``tokens.py``): token embedding + item-in-session embedding + slot embedding, causal self-
-  attention, cross-attention to the encoder, and a sparse MoE feed-forward (dense when
-  ``n_experts`` <= 1).
-- The **output head** is tied to the token embedding by default (``tie_embeddings``): encoder
-  and decoder read and write the same code vocabulary, so one table serves all three and a
-  code's output vector is the vector the encoder sees for it; a separate head is one flag away.
+  ``tokens.py``): token embedding only (each level has its own token slice, so a token says
+  which level it is), causal self-attention with T5's bucketed relative position bias,
+  cross-attention to the encoder and a sparse MoE feed-forward (dense when ``n_experts`` <= 1).
+  A target that starts after item j cross-attends to the user token and to items
+  ``j - max_history .. j - 1`` only, with a learned bias per head and recency (0 = the most
+  recent item): the history the protocol allows, and a cheap way to find the latest item.
+- The **output head** is tied to the token embedding by default (``tie_embeddings``).
 - The **loss** is next-token cross-entropy in which the softmax at a position predicting a level-l
-  code runs over level l's slice of the vocabulary only (a code of another level, or a special
-  token, is never a legal answer there). Positions predicting SEP are skipped: SEP always
-  follows the L'-th code, so there is nothing to learn. With ``moe_balance="aux_loss"`` the
-  Switch load-balancing loss is added.
+  code runs over level l's slice of the vocabulary only. Positions predicting SEP are skipped:
+  SEP always follows the L'-th code. With ``moe_balance="aux_loss"`` the Switch load-balancing
+  loss is added.
+
+The decoder is a T5 v1.1 decoder (RMSNorm, gated-SiLU feed-forward, bucketed relative self-
+attention bias, no absolute positions) with a recency bias on cross-attention, so its weights map
+one-to-one onto Hugging Face's ``T5ForConditionalGeneration`` (``benchmarks/generation_speed.py``
+uses this to compare generation loops on identical weights).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from onerec.exceptions import ModelError
@@ -87,24 +100,34 @@ class Attention(nn.Module):
         k, v = self.kv(source).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
-    def forward(
-        self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False
-    ) -> Tensor:
-        """Queries from ``x`` (N, T, d) attend to ``k``, ``v`` (B, H, S, hd); ``mask`` is True
-        where attention is allowed.
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Queries from ``x`` (N, T, d) attend to ``k``, ``v`` (B, H, S, hd); ``bias`` is added
+        to the scaled scores (-inf where attention is not allowed), broadcastable to
+        ``(B, H, G*T, S)``.
 
-        N may be a multiple G of B (beam search: G beams per user, rows user-major). All G
-        beams' queries attend to the same keys, so they are folded into the query axis instead
-        of copying the keys and values G times.
+        N may be a multiple G of B (G beams, or G training targets, per user; rows user-major).
+        All G rows' queries attend to the same keys, so they are folded into the query axis
+        instead of copying the keys and values G times.
         """
         n, t, d = x.shape
         b = k.shape[0]
         q = self._heads(self.q(x).reshape(b, (n // b) * t, d))  # (B, H, G*T, hd)
+        if bias is not None:
+            bias = bias.to(q.dtype)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # fmt: skip
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(n, t, d))
+
+
+def causal_bucket(distance: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+    """T5's relative-position bucket of a key ``distance`` >= 0 positions back (causal case):
+    one bucket per distance below ``num_buckets // 2``, then logarithmically wider buckets up to
+    ``max_distance``, the last bucket holding everything farther."""
+    exact = num_buckets // 2
+    scaled = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = (exact + (scaled * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
+    return torch.where(distance < exact, distance, large)
 
 
 class MoE(nn.Module):
@@ -198,9 +221,9 @@ class EncoderBlock(nn.Module):
         self.ffn = SwiGLU(config.d_model, config.d_ff)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         h = self.norm1(x)
-        x = x + self.drop(self.attn(h, *self.attn.keys_values(h), mask=key_mask))
+        x = x + self.drop(self.attn(h, *self.attn.keys_values(h), bias=bias))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -221,25 +244,21 @@ class DecoderBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
+        self_bias: Tensor,
         cross_kv: tuple[Tensor, Tensor],
-        cross_mask: Tensor,
+        cross_bias: Tensor,
         past_kv: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """New tokens ``x`` (N, T, d) after ``past_kv``'s tokens; returns x and the self-
         attention keys/values of all tokens so far (the next step's ``past_kv``).
-        ``cross_mask`` (B, 1, 1, S): which encoder tokens are real."""
+        ``self_bias`` (1, H, T, past + T): relative position bias, -inf on future tokens;
+        ``cross_bias``: recency bias over the encoder tokens, -inf where not allowed."""
         h = self.norm1(x)
         k, v = self.self_attn.keys_values(h)
-        if past_kv is None:
-            y = self.self_attn(h, k, v, causal=True)
-        else:
+        if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
-            t, total = x.shape[1], k.shape[2]
-            # a new token sees every cached token and the new tokens up to itself
-            causal = torch.ones(t, total, dtype=torch.bool, device=x.device).tril(total - t)
-            y = self.self_attn(h, k, v, mask=None if t == 1 else causal)
-        x = x + self.drop(y)
-        x = x + self.drop(self.cross_attn(self.norm2(x), *cross_kv, mask=cross_mask))
+        x = x + self.drop(self.self_attn(h, k, v, bias=self_bias))
+        x = x + self.drop(self.cross_attn(self.norm2(x), *cross_kv, bias=cross_bias))
         return x + self.drop(self.ffn(self.norm3(x))), (k, v)
 
 
@@ -248,8 +267,9 @@ class DecoderBlock(nn.Module):
 
 class LossOutput(NamedTuple):
     loss: Tensor  # what to minimize: ntp + aux_loss_weight * aux
-    ntp: Tensor  # mean next-token cross-entropy over the code positions
+    ntp: Tensor  # next-token cross-entropy: sum over code positions / normalizer
     aux: Tensor  # MoE load-balancing loss summed over MoE layers (0 unless "aux_loss")
+    n_codes: int  # code positions that entered the loss (this process's share)
 
 
 @dataclass
@@ -257,11 +277,13 @@ class DecoderCache:
     """What ``decode_step`` keeps between calls.
 
     ``cross_kv``: per decoder layer, the encoder memory's keys/values ``(B, H, S, hd)``,
-    computed once. ``self_kv``: per layer, the keys/values ``(N, H, t, hd)`` of the t tokens
+    computed once; ``cross_bias`` ``(B, H, 1, S)``: the recency bias of a target that follows
+    the whole history. ``self_kv``: per layer, the keys/values ``(N, H, t, hd)`` of the t tokens
     decoded so far (N = B * beams). ``length``: t.
     """
 
     cross_kv: list[tuple[Tensor, Tensor]]
+    cross_bias: Tensor
     self_kv: list[tuple[Tensor, Tensor]] | None = None
     length: int = 0
 
@@ -277,13 +299,16 @@ class OneRec(nn.Module):
         super().__init__()
         self.config = config
         self.layout = TokenLayout(config.level_sizes)
-        d, n_levels = config.d_model, config.n_levels
+        d, n_levels, heads = config.d_model, config.n_levels, config.n_heads
         self.tok_emb = nn.Embedding(self.layout.vocab_size, d)
         self.user_emb = nn.Embedding(config.n_user_buckets, d)
-        self.enc_pos = nn.Embedding(config.max_history, d)  # recency: 0 = most recent item
         self.enc_level = nn.Embedding(n_levels, d)
-        self.dec_pos = nn.Embedding(config.max_session_items, d)  # item index in the session
-        self.dec_slot = nn.Embedding(n_levels + 1, d)  # 0: BOS/SEP, j: the level-(j-1) code
+        # relative-position biases, one value per head: item distance in the encoder, recency of
+        # a history item seen from a target in cross-attention (the last row: the user token),
+        # T5's distance buckets in decoder self-attention
+        self.enc_rel = nn.Embedding(config.max_history + 1, heads)
+        self.cross_rel = nn.Embedding(config.max_history + 1, heads)
+        self.dec_rel = nn.Embedding(config.rel_buckets, heads)
         self.drop = nn.Dropout(config.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(config) for _ in range(config.encoder_layers))
         self.enc_norm = RMSNorm(d, config.norm_eps)
@@ -292,6 +317,8 @@ class OneRec(nn.Module):
         self.lm_head = None if config.tie_embeddings else nn.Linear(d, self.layout.vocab_size,
                                                                      bias=False)  # fmt: skip
         self.apply(self._init_weights)
+        for table in (self.enc_rel, self.cross_rel, self.dec_rel):
+            nn.init.zeros_(table.weight)  # start without positional preferences
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -304,10 +331,12 @@ class OneRec(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Encoder memory ``(B, 1 + n*L', d)`` and its mask (True = a real token).
 
-        ``history_tokens`` (B, n, L'): every history item's code tokens (``TokenLayout.
-        encode_history``); ``history_mask`` (B, n): True for real items, padding anywhere;
-        ``user_ids`` (B,): user indices, hashed into ``n_user_buckets`` rows (id mod buckets:
-        collision-free while there are no more users than buckets).
+        ``history_tokens`` (B, n, L'): every item's code tokens (``TokenLayout.encode_history``),
+        oldest first; ``history_mask`` (B, n): True for real items (padding anywhere, usually on
+        the left); ``user_ids`` (B,): user indices, hashed into ``n_user_buckets`` rows (id mod
+        buckets: collision-free while there are no more users than buckets); -1 for a user the
+        model has not seen (the user token is then a zero vector). ``n`` may exceed
+        ``max_history``: each item then sees only the ``max_history`` items up to itself.
         """
         c = self.config
         if history_tokens.ndim != 3 or history_tokens.shape[2] != c.n_levels:
@@ -321,46 +350,102 @@ class OneRec(nn.Module):
             )
         if tuple(user_ids.shape) != (b,) or user_ids.dtype.is_floating_point:
             raise ModelError(f"user_ids must be ({b},) integers, got {tuple(user_ids.shape)}")
-        if n > c.max_history:
-            raise ModelError(
-                f"history has {n} items but max_history = {c.max_history}; keep the last "
-                f"{c.max_history} (onerec.model.tokens.pad_history does)"
-            )
-        mask = history_mask.bool()
-        recency = (mask.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)  # (B, n): 0 = most recent
-        x = self.tok_emb(history_tokens)  # (B, n, L', d)
-        x = x + self.enc_pos(recency).unsqueeze(2) + self.enc_level.weight
-        user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets)).unsqueeze(1)
+        x = self.tok_emb(history_tokens) + self.enc_level.weight  # (B, n, L', d)
+        user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets))
+        user = (user * (user_ids >= 0).unsqueeze(1)).unsqueeze(1)  # -1: anonymous, a zero vector
         x = torch.cat([user, x.reshape(b, n * n_levels, -1)], dim=1)  # (B, S = 1 + n*L', d)
+        mask = history_mask.bool()
         mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(n_levels, dim=1)], dim=1)
-        key_mask = mask[:, None, None, :]  # (B, 1, 1, S); the user token keeps every row live
+        bias = self._encoder_bias(mask, n)
         x = self.drop(x)
         for block in self.encoder:
-            x = block(x, key_mask)
+            x = block(x, bias)
         return self.enc_norm(x), mask
 
+    def _token_columns(self, n: int, device: torch.device) -> Tensor:
+        """The item column ``(n * L',)`` of every history token after the user token."""
+        return torch.arange(n, device=device).repeat_interleave(self.config.n_levels)
+
+    def _encoder_bias(self, mask: Tensor, n: int) -> Tensor:
+        """``(B, H, S, S)`` self-attention bias: block-causal over items within ``max_history``
+        items, everyone sees the user token, the user token only itself; -inf elsewhere and on
+        padded keys."""
+        window, s = self.config.max_history, mask.shape[1]
+        col = self._token_columns(n, mask.device)
+        distance = col[:, None] - col[None, :]  # query item - key item
+        index = torch.full((s, s), window, dtype=torch.int64, device=mask.device)
+        index[1:, 1:] = distance.clamp(0, window - 1)
+        allowed = torch.zeros(s, s, dtype=torch.bool, device=mask.device)
+        allowed[1:, 1:] = (distance >= 0) & (distance < window)
+        allowed[:, 0] = True
+        bias = self.enc_rel(index).permute(2, 0, 1).unsqueeze(0)  # (1, H, S, S)
+        allowed = allowed.unsqueeze(0) & mask[:, None, :]  # (B, S, S)
+        return bias.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+
     # --- decoder ------------------------------------------------------------------------------
-    def _embed_decoder(self, tokens: Tensor, start: int) -> Tensor:
-        """Inputs of decoder positions ``start .. start + T - 1`` for tokens (N, T)."""
-        length = tokens.shape[1]
-        limit = self.config.max_session_items * self.layout.block
-        if start + length > limit:
-            raise ModelError(
-                f"decoder positions up to {start + length} exceed max_session_items = "
-                f"{self.config.max_session_items} items ({limit} positions)"
-            )
-        item, slot = self.layout.decoder_positions(length, start, tokens.device)
-        return self.drop(self.tok_emb(tokens) + self.dec_pos(item) + self.dec_slot(slot))
+    def cross_bias(self, memory_mask: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``(B, H, G, S)`` cross-attention bias of G targets per memory row.
+
+        ``targets`` (B, G): the column of each target's first item, i.e. how many sequence
+        columns lie before it; the target sees the user token and the ``max_history`` columns
+        before it, biased by recency (0 = the column just before). ``None``: one target after
+        the whole memory (generation).
+        """
+        window = self.config.max_history
+        b, s = memory_mask.shape
+        n = (s - 1) // self.config.n_levels
+        if targets is None:
+            targets = torch.full((b, 1), n, dtype=torch.int64, device=memory_mask.device)
+        col = self._token_columns(n, memory_mask.device)
+        recency = targets.unsqueeze(2) - 1 - col  # (B, G, n*L')
+        allowed = (recency >= 0) & (recency < window) & memory_mask[:, None, 1:]
+        user = torch.ones_like(allowed[:, :, :1])
+        index = torch.cat([torch.full_like(recency[:, :, :1], window),
+                           recency.clamp(0, window - 1)], dim=2)  # fmt: skip
+        bias = self.cross_rel(index).permute(0, 3, 1, 2)  # (B, H, G, S)
+        allowed = torch.cat([user, allowed], dim=2).unsqueeze(1)
+        return bias.masked_fill(~allowed, float("-inf"))
+
+    def self_bias(self, start: int, length: int, device: torch.device) -> Tensor:
+        """``(1, H, length, start + length)`` decoder self-attention bias of positions
+        ``start .. start+length-1`` over every position so far; -inf on later positions."""
+        c = self.config
+        query = torch.arange(start, start + length, device=device)
+        distance = query[:, None] - torch.arange(start + length, device=device)  # (T, total)
+        bucket = causal_bucket(distance.clamp(min=0), c.rel_buckets, c.rel_max_distance)
+        bias = self.dec_rel(bucket).permute(2, 0, 1).unsqueeze(0)
+        return bias.masked_fill(distance < 0, float("-inf"))
 
     def _cross_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
         return [block.cross_attn.keys_values(memory) for block in self.decoder]
 
-    def decode(self, memory: Tensor, memory_mask: Tensor, decoder_input: Tensor) -> Tensor:
-        """Teacher-forced decoder states ``(B, T, d)`` for decoder input tokens (B, T)."""
-        x = self._embed_decoder(decoder_input, 0)
-        cross_kv, key_mask = self._cross_kv(memory), memory_mask[:, None, None, :]
-        for block, kv in zip(self.decoder, cross_kv):
-            x, _ = block(x, kv, key_mask)
+    def decode(
+        self,
+        memory: Tensor,
+        memory_mask: Tensor,
+        decoder_input: Tensor,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced decoder states ``(N, T, d)`` for decoder input tokens (N, T).
+
+        Without ``targets``, every row's target follows the whole memory and N may be any
+        multiple of B (rows user-major). With ``targets`` (B, G) (see :meth:`cross_bias`), row
+        ``b * G + g`` decodes user b's target g.
+        """
+        b, t = memory.shape[0], decoder_input.shape[1]
+        cross = self.cross_bias(memory_mask, targets)  # (B, H, G, S)
+        if targets is not None:
+            g = targets.shape[1]
+            if decoder_input.shape[0] != b * g:
+                raise ModelError(
+                    f"decoder_input has {decoder_input.shape[0]} rows, expected B * G = {b * g}"
+                )
+            cross = cross.unsqueeze(3).expand(-1, -1, -1, t, -1)
+            cross = cross.reshape(b, cross.shape[1], g * t, -1)  # (B, H, G*T, S)
+        x = self.drop(self.tok_emb(decoder_input))
+        self_bias = self.self_bias(0, t, x.device)
+        for block, kv in zip(self.decoder, self._cross_kv(memory)):
+            x, _ = block(x, self_bias, kv, cross)
         return self.dec_norm(x)
 
     def logits(self, hidden: Tensor, level: int | None = None) -> Tensor:
@@ -378,6 +463,17 @@ class OneRec(nn.Module):
         return self.logits(self.decode(memory, memory_mask, decoder_input))
 
     # --- training objective ---------------------------------------------------------------------
+    def _level_log_probs(self, hidden: Tensor, codes: Tensor) -> Tensor:
+        """``log p`` ``(..., m, L')`` of ``codes`` (..., m, L') from decoder states (..., m*(L'+1)
+        - 1, d) of ``TokenLayout.session_input``: slot j of item k predicts its level-j code."""
+        *lead, m, n_levels = codes.shape
+        h = F.pad(hidden, (0, 0, 0, 1)).view(*lead, m, n_levels + 1, hidden.shape[-1])
+        out = []
+        for level in range(n_levels):
+            logp = self.logits(h[..., level, :], level).float().log_softmax(dim=-1)
+            out.append(logp.gather(-1, codes[..., level : level + 1]).squeeze(-1))
+        return torch.stack(out, dim=-1)
+
     def code_log_probs(
         self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor, codes: Tensor
     ) -> Tensor:
@@ -387,29 +483,74 @@ class OneRec(nn.Module):
         is the session's log-probability under the model (what beam search scores).
         """
         codes = codes.long()
-        decoder_input, _ = self.layout.session_targets(codes)  # (B, T = m * (L'+1))
         memory, memory_mask = self.encode(history_tokens, history_mask, user_ids)
-        b, m, n_levels = codes.shape
-        h = self.decode(memory, memory_mask, decoder_input)  # (B, T, d)
-        h = h.view(b, m, self.layout.block, -1)  # (B, m, L'+1, d): slot j predicts level j
-        out = []
-        for level in range(n_levels):
-            logp = self.logits(h[:, :, level], level).float().log_softmax(dim=-1)  # (B, m, K_l)
-            out.append(logp.gather(-1, codes[:, :, level : level + 1]).squeeze(-1))
-        return torch.stack(out, dim=-1)  # (B, m, L')
+        hidden = self.decode(memory, memory_mask, self.layout.session_input(codes, as_codes=True))
+        return self._level_log_probs(hidden, codes)
 
     def loss(
         self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor, codes: Tensor
     ) -> LossOutput:
-        """Next-token loss of target sessions ``codes`` (B, m, L'), plus the MoE aux loss."""
-        ntp = -self.code_log_probs(history_tokens, history_mask, user_ids, codes).mean()
+        """Next-token loss of given target sessions ``codes`` (B, m, L') after each history."""
+        logp = self.code_log_probs(history_tokens, history_mask, user_ids, codes)
+        return self._loss_output(-logp.sum(), logp.numel(), None)
+
+    def sequence_loss(
+        self,
+        tokens: Tensor,
+        mask: Tensor,
+        user_ids: Tensor,
+        session_items: int,
+        starts: Tensor | None = None,
+        segments: Tensor | None = None,
+        normalizer: float | None = None,
+    ) -> LossOutput:
+        """Next-token loss of every target in whole sequences, from one encoder pass.
+
+        ``tokens`` (B, n, L') and ``mask`` (B, n): each row's item sequence, oldest first, real
+        items contiguous (``TokenLayout.encode_history`` of right-aligned item ids). Every
+        column j >= 1 with an item before it starts a target: the next ``session_items`` items
+        j, j+1, ... (fewer at the end of the sequence), decoded with items before j as history.
+        ``starts`` (B, n) keeps only some targets (e.g. session starts, or the part of a window
+        that is not context); with ``segments`` (B, n), a target ends where the segment (the
+        session id) changes. ``normalizer``: divide the summed loss by this instead of the
+        number of code positions here (data-parallel training divides by the global number).
+        """
+        b, n, n_levels = tokens.shape
+        if n < 2:
+            raise ModelError(f"sequences need at least 2 columns (a history and a target), got {n}")
+        m = session_items
+        memory, memory_mask = self.encode(tokens, mask, user_ids)
+        mask = mask.bool()
+        cols = torch.arange(1, n, device=tokens.device)  # (G,) target starts
+        valid = mask[:, 1:] & mask[:, :-1]  # (B, G) an item, and an item before it
+        if starts is not None:
+            valid &= starts[:, 1:].bool()
+        index = cols[:, None] + torch.arange(m, device=tokens.device)  # (G, m) target columns
+        inside = index < n
+        index = index.clamp(max=n - 1)
+        keep = mask[:, index] & inside  # (B, G, m)
+        if segments is not None:
+            keep &= segments[:, index] == segments[:, cols].unsqueeze(2)
+        keep = keep.long().cumprod(dim=2).bool() & valid.unsqueeze(2)  # a target stops at a gap
+        item_tokens = tokens[:, index]  # (B, G, m, L')
+        g = cols.numel()
+        decoder_input = self.layout.session_input(item_tokens.reshape(b * g, m, n_levels))
+        hidden = self.decode(memory, memory_mask, decoder_input, cols.expand(b, g))
+        start = torch.tensor(self.layout.level_start, device=tokens.device)
+        codes = (item_tokens - start).clamp(min=0)  # padding (PAD) becomes code 0, unscored
+        logp = self._level_log_probs(hidden.view(b, g, *hidden.shape[1:]), codes)
+        n_codes = int(keep.sum()) * n_levels
+        return self._loss_output(-(logp * keep.unsqueeze(3)).sum(), n_codes, normalizer)
+
+    def _loss_output(self, total: Tensor, n_codes: int, normalizer: float | None) -> LossOutput:
+        ntp = total / (normalizer if normalizer is not None else max(n_codes, 1))
         aux = sum((moe.aux_loss for moe in self.moe_layers()), ntp.new_zeros(()))
-        return LossOutput(ntp + self.config.aux_loss_weight * aux, ntp, aux)
+        return LossOutput(ntp + self.config.aux_loss_weight * aux, ntp, aux, n_codes)
 
     # --- generation -----------------------------------------------------------------------------
-    def start_cache(self, memory: Tensor) -> DecoderCache:
+    def start_cache(self, memory: Tensor, memory_mask: Tensor) -> DecoderCache:
         """An empty decoder cache holding the cross-attention keys/values of ``memory``."""
-        return DecoderCache(cross_kv=self._cross_kv(memory))
+        return DecoderCache(self._cross_kv(memory), self.cross_bias(memory_mask))
 
     def decode_step(
         self,
@@ -432,16 +573,48 @@ class OneRec(nn.Module):
                 f"({memory.shape[0]})"
             )
         if cache is None:
-            cache = self.start_cache(memory)
-        x = self._embed_decoder(tokens, cache.length)
-        key_mask = memory_mask[:, None, None, :]
+            cache = self.start_cache(memory, memory_mask)
+        x = self.drop(self.tok_emb(tokens))
+        self_bias = self.self_bias(cache.length, tokens.shape[1], x.device)
         past = cache.self_kv or [None] * len(self.decoder)
         new_kv = []
         for block, cross_kv, past_kv in zip(self.decoder, cache.cross_kv, past):
-            x, kv = block(x, cross_kv, key_mask, past_kv)
+            x, kv = block(x, self_bias, cross_kv, cache.cross_bias, past_kv)
             new_kv.append(kv)
         cache.self_kv, cache.length = new_kv, cache.length + tokens.shape[1]
         return self.logits(self.dec_norm(x[:, -1]), level), cache
+
+    # --- files ----------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model_config.json`` and ``model.safetensors`` (weights and routing biases)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "model_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "OneRec":
+        """The model :meth:`save` wrote into ``directory``, in eval mode."""
+        directory = Path(directory)
+        for name in ("model_config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise ModelError(
+                    f"{directory / name} not found: expected a model folder written by "
+                    f"OneRec.save or `onerec train` (model_config.json + model.safetensors)"
+                )
+        config = OneRecConfig.from_dict(json.loads((directory / "model_config.json").read_text()))
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(
+            load_file(str(directory / "model.safetensors")), strict=False
+        )
+        if missing or unexpected:
+            raise ModelError(
+                f"{directory / 'model.safetensors'} does not fit its config: missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        return model.to(device).eval()
 
     # --- MoE and parameter bookkeeping ---------------------------------------------------------
     def moe_layers(self) -> list[MoE]:

@@ -111,6 +111,21 @@ class TokenLayout:
         sequence = torch.cat([bos, body], dim=1)  # (B, 1 + m * (L'+1))
         return sequence[:, :-1], sequence[:, 1:]
 
+    def session_input(self, items: Tensor, *, as_codes: bool = False) -> Tensor:
+        """Decoder input ``(N, m * (L'+1) - 1)`` of sessions ``(N, m, L')`` of item tokens (or of
+        codes, with ``as_codes``): ``[BOS] t1 .. [SEP] t2 .. tm`` without the last code, whose
+        only successor is the SEP that is never scored."""
+        if as_codes:
+            items = self.encode_items(items)
+        if items.ndim != 3 or items.shape[2] != self.n_levels:
+            raise ModelError(
+                f"expected sessions (N, m, {self.n_levels}), got shape {tuple(items.shape)}"
+            )
+        n, m, _ = items.shape
+        start = torch.full((n, m, 1), self.SEP, dtype=torch.int64, device=items.device)
+        start[:, 0] = self.BOS
+        return torch.cat([start, items.long()], dim=2).reshape(n, m * self.block)[:, :-1]
+
     def decoder_positions(
         self, length: int, start: int = 0, device: torch.device | str | None = None
     ) -> tuple[Tensor, Tensor]:
