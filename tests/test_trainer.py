@@ -5,25 +5,47 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from onerec.data import SyntheticConfig, generate, leave_one_out
 from onerec.data.ragged import Ragged
 from onerec.model import OneRec, OneRecConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
-from onerec.training import TrainConfig, Trainer, training_examples
+from onerec.exceptions import ConfigError
+from onerec.training import TrainConfig, Trainer, length_batches, training_windows
 from onerec.embeddings import cooccurrence_embeddings
 
 
-def test_training_examples_cover_every_cut() -> None:
-    seqs = Ragged.from_lists([[1, 2, 3, 4], [5, 6], [7]])
-    ex = training_examples(seqs, history_length=2, session_items=1)
-    assert ex.user.tolist() == [0, 0, 0, 1]
-    assert ex.history.tolist() == [[1], [1, 2], [2, 3], [5]]
-    assert ex.target.tolist() == [[2], [3], [4], [6]]
-    two = training_examples(seqs, history_length=5, session_items=2)
-    assert two.history.tolist() == [[1], [1, 2]] and two.target.tolist() == [[2, 3], [3, 4]]
+def test_windows_score_every_target_once_with_full_history():
+    seqs = Ragged.from_lists([list(range(10)), [5, 6], [7], list(range(20, 27))])
+    w = training_windows(seqs, history_length=3, max_length=5)
+    # row 0 (10 items): targets 1-4 in [0, 5), then 5-6 after 3 items of context, then 7-8, 9
+    assert w.user.tolist() == [0, 0, 0, 0, 1, 3, 3]
+    assert w.items.tolist()[:4] == [[0, 1, 2, 3, 4], [2, 3, 4, 5, 6], [4, 5, 6, 7, 8], [6, 7, 8, 9]]
+    assert w.first_target.tolist() == [1, 3, 3, 3, 1, 1, 3]
+    for row, seq in enumerate(seqs):
+        scored = []
+        for items, first, user in zip(w.items, w.first_target, w.user):
+            if user == row:
+                scored += items[first:].tolist()
+        assert scored == seq[1:].tolist()  # every item after the first is a target, once
+    with pytest.raises(ConfigError, match="max_length"):
+        training_windows(seqs, history_length=5, max_length=5)
+
+
+def test_length_batches_group_similar_lengths_and_cover_everything():
+    seqs = Ragged.from_lists([[1] * n for n in (2, 9, 3, 9, 2, 3, 9, 30)])
+    w = training_windows(seqs, history_length=4, max_length=40)
+    batches = length_batches(w, batch_targets=16, rng=np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(8))
+    for b in batches:
+        assert w.n_targets[b].sum() <= 16 or len(b) == 1
+    # each batch is a run of neighbours in length order: no two batches' lengths interleave
+    spans = sorted((w.items.lengths[b].min(), w.items.lengths[b].max()) for b in batches)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
 
 def setup(tmp: Path):
@@ -50,7 +72,10 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     steps = [json.loads(line) for line in lines]
     losses = [r["ntp"] for r in steps if "ntp" in r]
     assert losses[-1] < losses[0]
-    assert (tmp_path / "full" / "best.safetensors").exists()
+    assert (tmp_path / "full" / "model.safetensors").exists()
+    assert (tmp_path / "full" / "training.png").stat().st_size > 1000
+    best = OneRec.load(tmp_path / "full")  # the selected epoch, ready to serve
+    assert best.config == model.config
 
     # the same run, killed during its second epoch's validation, then resumed from last.safetensors
     model1, ids1, split1 = setup(tmp_path)
@@ -58,7 +83,7 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     calls = {"n": 0}
     validate = killed.validate
 
-    def dies_on_second_call() -> float:
+    def dies_on_second_call() -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
@@ -90,7 +115,8 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
             "--out", str(tmp_path / "run")]
     assert main(args) == 0
     assert "best validation recall@10" in capsys.readouterr().out
-    assert (tmp_path / "run" / "best.safetensors").exists()
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "semantic_ids.parquet").exists()
     other = generate(SyntheticConfig(num_users=80, num_items=50, mean_interactions=10, seed=2))
     other.save(tmp_path / "other")
     assert main(["train", str(tmp_path / "other"), *args[2:-1], str(tmp_path / "run2")]) == 2

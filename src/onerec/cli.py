@@ -165,32 +165,53 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    from onerec.training import TrainConfig
+    from onerec.training.pipeline import train_on_dataset
 
-    from onerec.data.splits import leave_one_out
-    from onerec.model import OneRec, OneRecConfig
-    from onerec.tokenizer.pipeline import load_tokenization
-    from onerec.training import TrainConfig, Trainer
-
-    ds = _load(args.source, args)
-    split = leave_one_out(ds.log, history_length=args.history_length)
-    items, ids = load_tokenization(args.tokens)
-    if not np.array_equal(items.raw, ds.log.items.raw):
-        raise OneRecError(
-            f"the semantic IDs in {args.tokens} were made for another catalog "
-            f"({len(items)} items, the dataset has {ds.num_items}); run `onerec tokenize` on it"
-        )
-    torch.manual_seed(args.seed)
-    model = OneRec(OneRecConfig.preset(args.preset, ids.level_sizes, max_history=args.history_length))
-    print(model.describe())
     config = TrainConfig(
         session_items=args.session_items, history_length=args.history_length,
-        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, patience=args.patience,
-        eval_beam=args.eval_beam, seed=args.seed,
+        window_items=args.window_items, batch_size=args.batch_size, epochs=args.epochs,
+        lr=args.lr, patience=args.patience, eval_beam=args.eval_beam,
+        eval_users=args.eval_users, exclude_seen=args.exclude_seen, seed=args.seed,
+        device=args.device,
     )  # fmt: skip
-    state = Trainer(model, ids, split, config, args.out).fit()
-    print(f"{state['epochs']} epochs, best validation recall@10 {state['best_valid_recall@10']:.4f}"
-          f" -> {args.out}")
+    overrides = {}
+    for item in args.model or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OneRecError(f"--model takes KEY=VALUE (e.g. n_experts=0), got {item!r}")
+        overrides[key] = json.loads(value)
+    run = train_on_dataset(_load(args.source, args), args.tokens, args.out, config,
+                           preset=args.preset, model_overrides=overrides)  # fmt: skip
+    print(run.model.describe())
+    print(f"{run.state['epochs']} epochs, best validation recall@10 "
+          f"{run.state['best_valid_recall@10']:.4f} -> {args.out}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from onerec.generation.recommend import Recommender
+
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    recommender = Recommender.from_run(args.run, device=args.device)
+    rec = recommender.recommend(
+        history, user=args.user, n_items=args.items, beam_size=args.beam,
+        exclude_history=not args.keep_history, truncate=args.truncate,
+        alternatives=args.alternatives,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2, default=str))
+        return 0
+    who = "anonymous user" if rec.user is None else f"user {rec.user}"
+    if rec.user is not None and rec.anonymous:
+        who += " (not in the run's users: served as anonymous)"
+    dropped = f", {rec.history_dropped} older dropped" if rec.history_dropped else ""
+    print(f"{who}, {rec.history_used} history items read{dropped}")
+    print(f"session of {len(rec.items)} items (log-prob {rec.log_prob:.4f}): "
+          f"{', '.join(str(i) for i in rec.items)}")
+    for k, alt in enumerate(rec.alternatives, start=1):
+        print(f"  alternative {k} (log-prob {alt.log_prob:.4f}): "
+              f"{', '.join(str(i) for i in alt.items)}")
     return 0
 
 
@@ -264,15 +285,42 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tokens", required=True, help="folder written by `onerec tokenize`")
     tr.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     tr.add_argument("--preset", default="small", choices=["tiny", "small", "base", "large"])
+    tr.add_argument("--model", action="append", metavar="KEY=VALUE",
+                    help="override a model config field, e.g. --model n_experts=0 (dense)")
     tr.add_argument("--session-items", type=int, default=1, help="target items per example (m)")
     tr.add_argument("--history-length", type=int, default=20)
-    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--window-items", type=int, default=100,
+                    help="longest sequence read in one piece (longer ones are windowed)")
+    tr.add_argument("--batch-size", type=int, default=256, help="next-item targets per step")
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--patience", type=int, default=3)
     tr.add_argument("--eval-beam", type=int, default=20)
+    tr.add_argument("--eval-users", type=int, default=None,
+                    help="validate on this many users after each epoch (default: all)")
+    tr.add_argument("--exclude-seen", action="store_true",
+                    help="never rank a user's earlier items (validation)")
+    tr.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=cmd_train)
+
+    rec = sub.add_parser("recommend", help="generate a session for one user from a trained run")
+    rec.add_argument("run", help="run folder written by `onerec train`")
+    rec.add_argument("--history", required=True,
+                     help="comma-separated raw item ids the user interacted with, oldest first")
+    rec.add_argument("--user", default=None, help="raw user id (default, or unknown: anonymous)")
+    rec.add_argument("--items", type=int, default=None,
+                     help="items per session (default: the run's session_items)")
+    rec.add_argument("--beam", type=int, default=32, help="beam size, at least --items")
+    rec.add_argument("--keep-history", action="store_true",
+                     help="allow items of the history in the session (default: excluded)")
+    rec.add_argument("--truncate", action="store_true",
+                     help="keep the most recent items of a history longer than the model reads")
+    rec.add_argument("--alternatives", type=int, default=0,
+                     help="also print this many next-best sessions")
+    rec.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.set_defaults(func=cmd_recommend)
 
     qs = sub.add_parser("quickstart", help="run the pipeline end to end on a generated dataset")
     qs.add_argument("--out", default="runs/quickstart")

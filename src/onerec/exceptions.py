@@ -141,3 +141,33 @@ class ModelError(OneRecError, ValueError):
 
 class GenerationError(OneRecError, ValueError):
     """Beam search was asked for something it cannot do (beam too narrow, too few items, ...)."""
+
+
+class RecommendationError(GenerationError):
+    """A serving request (``Recommender.recommend``) cannot be answered as asked.
+
+    Raised at the boundary, before any model work. ``hint`` says how to fix the request; it is
+    optional and also appears in the message, as with :class:`DataError`.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.hint = hint
+        super().__init__(message + (f" Fix: {hint}" if hint else ""))
+
+
+class EmptyHistoryError(RecommendationError):
+    """A user's history holds no items: the model has nothing to condition the session on."""
+
+
+class HistoryTooLongError(RecommendationError):
+    """A history is longer than the model reads and truncation was not asked for."""
+
+
+class BeamTooNarrowError(RecommendationError):
+    """``beam_size`` is below 1, below the session's item count, or too small for the
+    alternatives asked for."""
+
+
+class SessionSizeError(RecommendationError):
+    """The session's item count is below 1, above the model's ``max_session_items``, or above
+    the items the catalog (less the excluded history) can supply."""

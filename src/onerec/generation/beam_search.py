@@ -30,7 +30,9 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from onerec.data.examples import Examples
 from onerec.data.ragged import Ragged
 from onerec.exceptions import GenerationError
 from onerec.model.onerec import DecoderCache, OneRec
@@ -324,3 +326,28 @@ def _inference(model: OneRec) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def rank_examples(
+    model: OneRec,
+    examples: Examples,
+    semantic_ids: SemanticIds,
+    beam_size: int,
+    top_k_items: int = 10,
+    *,
+    exclude_seen: bool = False,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Tensor:
+    """Ranked next items ``(rows, top_k_items)`` of every row of ``examples`` (its history and
+    user), by beam search in batches of ``batch_size`` users: the ``ranked=`` input of
+    :func:`onerec.evaluation.evaluate`. ``exclude_seen`` keeps ``examples.seen`` out."""
+    out = []
+    for start in tqdm(range(0, len(examples), batch_size), desc="ranking", unit="batch",
+                      disable=not progress):  # fmt: skip
+        part = examples.take(np.arange(start, min(start + batch_size, len(examples))))
+        beams = beam_search_items(model, part.history, torch.from_numpy(part.user), semantic_ids,
+                                  beam_size, top_k_items,
+                                  part.seen if exclude_seen else None)  # fmt: skip
+        out.append(beams.items.cpu())
+    return torch.cat(out) if out else torch.zeros(0, top_k_items, dtype=torch.int64)

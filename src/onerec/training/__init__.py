@@ -1,5 +1,7 @@
-"""Training stage: next-token training of OneRec with early stopping and exact resume."""
+"""Training stage: next-token training of OneRec over whole sequences, with early stopping,
+exact resume and data parallelism."""
 
-from onerec.training.trainer import TrainConfig, Trainer, training_examples
+from onerec.training.trainer import TrainConfig, Trainer, resolve_device
+from onerec.training.windows import Windows, length_batches, training_windows
 
-__all__ = ["TrainConfig", "Trainer", "training_examples"]
+__all__ = ["TrainConfig", "Trainer", "Windows", "length_batches", "resolve_device", "training_windows"]

@@ -1,18 +1,25 @@
-"""Next-token training of OneRec on a split, with early stopping and exact resume.
+"""Next-token training of OneRec on a split, with early stopping, exact resume and data parallelism.
 
-Training examples come from the training sequences only: every cut ``t`` of a user's sequence
-gives one example, history = the ``history_length`` items before ``t``, target = the next
-``session_items`` items (a session of m items; m = 1 is next-item prediction). After each epoch
-the model ranks the validation users' next item by trie-constrained beam search; the epoch with
-the best validation Recall@10 is kept (``best.safetensors``), training stops after ``patience``
-epochs without improvement.
+A step reads whole training sequences (``windows.py``): one encoder pass per sequence serves every
+next-item target in it (``OneRec.sequence_loss``), so an epoch costs about one forward over the
+training log instead of one per (history, target) pair. The target of column t is the next
+``session_items`` items (m = 1 is next-item prediction). After each epoch the model ranks the
+validation users' next item by trie-constrained beam search; the epoch with the best
+validation Recall@10 is kept, and training stops after ``patience`` epochs without improvement.
 
 A run directory holds ``train_config.json``, ``model_config.json``, ``metrics.jsonl`` (one JSON
-object per logged step and per epoch), ``last.safetensors`` and ``best.safetensors`` (weights,
-optimizer moments, and the epoch as a tensor) and ``state.json``. Resuming reloads
-``last.safetensors`` and continues with the next epoch; each epoch's shuffling and dropout are
-seeded by ``seed + epoch``, so a run killed mid-epoch and resumed reproduces the uninterrupted
-run exactly (on the same machine and thread count).
+object per logged step and per epoch), ``training.png`` (loss and validation curves),
+``model.safetensors`` (the best epoch's weights, loadable with ``OneRec.load``),
+``last.safetensors`` (weights, AdamW moments and counters of the last finished epoch) and
+``state.json``. Resuming reloads ``last.safetensors`` and continues with the next epoch; each
+epoch's batching and dropout are seeded by ``seed + epoch``, so a run killed mid-epoch and
+resumed reproduces the uninterrupted run exactly (on the same machine and thread count).
+
+Data parallel: launched under ``torchrun`` (``torch.distributed`` initialized before the
+Trainer is made), every process builds the same batches and takes every world-size-th window of
+each; the summed losses are divided by the global number of scored codes and gradients are
+summed across processes, so P processes take the same steps as one process with the same
+global batch. Rank 0 validates and writes the run directory.
 """
 
 from __future__ import annotations
@@ -20,30 +27,39 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from onerec.data.examples import Examples
-from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
 from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
-from onerec.generation.beam_search import beam_search_items
+from onerec.generation.beam_search import rank_examples
 from onerec.model.onerec import OneRec
 from onerec.model.tokens import pad_history
 from onerec.tokenizer.residual import SemanticIds
+from onerec.training.plots import plot_metrics
+from onerec.training.windows import length_batches, training_windows
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How to train. ``batch_size`` counts next-item targets per step (summed over processes);
+    ``window_items``: longest training sequence read in one piece (longer ones are cut into
+    windows that repeat ``history_length`` items of context). ``eval_users``: validate on this
+    many validation users (a fixed random subset; None = all) after every epoch.
+    ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere."""
+
     session_items: int = 1
     history_length: int = 20
+    window_items: int = 100
     batch_size: int = 256
     epochs: int = 20
     lr: float = 1e-3
@@ -52,31 +68,39 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 3
     eval_beam: int = 20
+    eval_users: int | None = None
+    exclude_seen: bool = False
     log_every: int = 50
     seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("session_items", "history_length", "batch_size", "epochs", "eval_beam"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("session_items", "history_length", "batch_size", "epochs", "eval_beam",
+                     "log_every", "patience"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
         if self.eval_beam < 10:
             raise ConfigError(f"eval_beam must be >= 10 to rank 10 items, got {self.eval_beam}")
+        if self.window_items <= self.history_length:
+            raise ConfigError(
+                f"window_items ({self.window_items}) must exceed history_length "
+                f"({self.history_length})"
+            )
+        if self.eval_users is not None and self.eval_users < 1:
+            raise ConfigError(f"eval_users must be >= 1 or None, got {self.eval_users}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            raise ConfigError("lr and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
-
-def training_examples(sequences: Ragged, history_length: int, session_items: int) -> Examples:
-    """One example per cut of each training sequence that leaves ``session_items`` targets.
-
-    Row ``u`` of ``sequences`` is user ``u``; cuts start at 1 (at least one history item).
-    """
-    lengths = sequences.lengths
-    cuts = np.maximum(lengths - session_items, 0)  # cuts t = 1 .. n - m
-    row = np.repeat(np.arange(len(sequences), dtype=np.int64), cuts)
-    t = 1 + np.arange(int(cuts.sum()), dtype=np.int64) - np.repeat(np.cumsum(cuts) - cuts, cuts)
-    start = sequences.offsets[row]
-    hist_len = np.minimum(t, history_length)
-    history = sequences.slices(start + t - hist_len, hist_len)
-    target = sequences.slices(start + t, np.full(len(row), session_items, dtype=np.int64))
-    return Examples(row, history, target, history)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
 
 
 def _schedule(step: int, warmup: int, total: int) -> float:
@@ -85,6 +109,13 @@ def _schedule(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class Trainer:
@@ -100,101 +131,187 @@ class Trainer:
             raise ConfigError(
                 f"semantic IDs cover {semantic_ids.n_items} items, the split has {split.num_items}"
             )
-        self.model, self.ids, self.split, self.config = model, semantic_ids, split, config
-        self.run_dir = Path(run_dir)
-        self.examples = training_examples(
-            split.train_sequences(), config.history_length, config.session_items
-        )
-        if len(self.examples) == 0:
+        if model.config.max_history < config.history_length:
             raise ConfigError(
-                f"no training sequence is longer than session_items={config.session_items}"
+                f"the model reads at most max_history={model.config.max_history} items but "
+                f"history_length={config.history_length}: build the model with max_history >= it"
             )
-        self.steps_per_epoch = math.ceil(len(self.examples) / config.batch_size)
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.ids = semantic_ids.to(self.device)
+        self.split, self.config = split, config
+        self.run_dir = Path(run_dir)
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if (
+            dist.is_available() and dist.is_initialized()) else (0, 1)  # fmt: skip
+        self.windows = training_windows(
+            split.train_sequences(), config.history_length, config.window_items
+        )
+        n_targets = int(self.windows.n_targets.sum())
+        if n_targets == 0:
+            raise ConfigError("no training sequence has 2 items: there is nothing to predict")
+        self.steps_per_epoch = math.ceil(n_targets / config.batch_size)  # for the schedule
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        total = self.steps_per_epoch * config.epochs
+        self.total_steps = self.steps_per_epoch * config.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: _schedule(s, config.warmup_steps, total)
+            self.optimizer, lambda s: _schedule(s, config.warmup_steps, self.total_steps)
         )
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16
+                         else nullcontext())  # fmt: skip
+        valid = split.valid
+        if config.eval_users is not None and config.eval_users < len(valid):
+            rows = np.random.default_rng(config.seed).choice(len(valid), config.eval_users,
+                                                             replace=False)  # fmt: skip
+            valid = valid.take(np.sort(rows))
+        self.valid = valid
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -1.0, 0
 
     # --- one batch ------------------------------------------------------------------------------
-    def _batch(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-        ex = self.examples.take(rows)
-        items = pad_history(ex.history, self.config.history_length)
-        tokens, mask = self.model.layout.encode_history(items, self.ids.codes)
-        codes = self.ids.codes[torch.from_numpy(ex.target.values)].view(len(rows), self.config.session_items, -1)
-        return tokens, mask, torch.from_numpy(ex.user), codes
+    def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Item tokens, mask, target starts and users of windows ``rows``, right-aligned."""
+        w = self.windows
+        items = w.items.take(rows)
+        width = int(items.lengths.max())
+        padded = pad_history(items, width).to(self.device)  # (B, n), -1 on the left
+        tokens, mask = self.model.layout.encode_history(padded, self.ids.codes)
+        first = torch.from_numpy(width - items.lengths + w.first_target[rows]).to(self.device)
+        starts = torch.arange(width, device=self.device) >= first.unsqueeze(1)
+        return tokens, mask, starts, torch.from_numpy(w.user[rows]).to(self.device)
 
-    def validate(self) -> float:
-        """Validation Recall@10 of the next item, ranked by beam search (seen items allowed)."""
-        valid = self.split.valid
-        ranked = []
-        for s in range(0, len(valid), 512):
-            rows = np.arange(s, min(s + 512, len(valid)))
-            v = valid.take(rows)
-            beams = beam_search_items(self.model, v.history, torch.from_numpy(v.user), self.ids,
-                                      self.config.eval_beam, 10)  # fmt: skip
-            ranked.append(beams.items)
-        result = evaluate(valid, ranked=torch.cat(ranked), ks=(10,))
-        return result.means()["recall@10"]
+    def _train_step(self, batch: np.ndarray) -> dict[str, float]:
+        c, model = self.config, self.model
+        rows = batch[self.rank :: self.world]
+        self.optimizer.zero_grad(set_to_none=False)
+        total = aux = torch.zeros((), device=self.device)
+        n_codes = 0
+        if len(rows):  # a batch may have fewer windows than there are processes
+            tokens, mask, starts, users = self._tensors(rows)
+            with self.autocast:
+                out = model.sequence_loss(tokens, mask, users, c.session_items, starts=starts,
+                                          normalizer=1.0)  # fmt: skip
+            total, n_codes, aux = out.ntp, out.n_codes, out.aux
+        count = self._sum(torch.tensor(float(n_codes), device=self.device)).clamp(min=1)
+        loss = total / count + model.config.aux_loss_weight * aux / self.world
+        if loss.requires_grad:
+            loss.backward()
+        for p in model.parameters():  # experts no token chose: a zero gradient, in every process
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.world > 1:
+            for p in model.parameters():
+                dist.all_reduce(p.grad)
+            for moe in model.moe_layers():
+                dist.all_reduce(moe.pending_load)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        model.update_moe_bias()
+        self.step += 1
+        ntp = self._sum(total.detach().float()) / count
+        return {"ntp": float(ntp), "aux": float(aux), "codes": int(count)}
+
+    def _sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
+    # --- validation -----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Validation Recall@10 and NDCG@10 of the next item, ranked by beam search."""
+        c = self.config
+        ranked = rank_examples(self.model, self.valid, self.ids, c.eval_beam, 10,
+                               exclude_seen=c.exclude_seen)  # fmt: skip
+        result = evaluate(self.valid, ranked=ranked.numpy(), ks=(10,), exclude_seen=c.exclude_seen)
+        return result.means()
+
+    def _validate_everywhere(self) -> dict[str, float]:
+        """Rank 0 validates; every process gets its numbers (the same early-stopping decision)."""
+        values = torch.zeros(2, dtype=torch.float64)
+        if self.rank == 0:
+            means = self.validate()
+            values = torch.tensor([means["recall@10"], means["ndcg@10"]], dtype=torch.float64)
+        if self.world > 1:
+            dist.broadcast(values, 0)
+        return {"recall@10": float(values[0]), "ndcg@10": float(values[1])}
 
     # --- the loop -------------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> dict[str, Any]:
         c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
-        (self.run_dir / "model_config.json").write_text(json.dumps(self.model.config.to_dict(), indent=2))
+        main = self.rank == 0
         metrics = self.run_dir / "metrics.jsonl"
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
+            (self.run_dir / "model_config.json").write_text(
+                json.dumps(self.model.config.to_dict(), indent=2)
+            )
         if (self.run_dir / "last.safetensors").exists():
             self._load(self.run_dir / "last.safetensors")
             # drop what a killed epoch logged after the checkpoint: it is about to run again
-            if metrics.exists():
+            if main and metrics.exists():
                 kept = [line for line in metrics.read_text().splitlines()
                         if json.loads(line)["epoch"] < self.epoch]  # fmt: skip
                 metrics.write_text("".join(line + "\n" for line in kept))
-        log = metrics.open("a")
+        log = metrics.open("a") if main else None
         while self.epoch < c.epochs and self.bad_epochs < c.patience:
             torch.manual_seed(c.seed + self.epoch)
-            order = torch.randperm(len(self.examples), generator=torch.Generator().manual_seed(c.seed + self.epoch)).numpy()
+            batches = length_batches(self.windows, c.batch_size,
+                                     np.random.default_rng(c.seed + self.epoch))  # fmt: skip
             self.model.train()
             start = time.perf_counter()
-            total = 0.0
-            for i in tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch}", disable=not progress):
-                out = self.model.loss(*self._batch(order[i * c.batch_size : (i + 1) * c.batch_size]))
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.model.update_moe_bias()
-                self.step += 1
-                total += out.ntp.detach().item()
+            total, codes = 0.0, 0
+            bar = tqdm(batches, desc=f"epoch {self.epoch}", unit="step", disable=not (progress and main))
+            for batch in bar:
+                record = self._train_step(batch)
+                total += record["ntp"] * record["codes"]
+                codes += record["codes"]
                 if self.step % c.log_every == 0:
-                    record = {"step": self.step, "epoch": self.epoch, "loss": out.loss.item(),
-                              "ntp": out.ntp.item(), "aux": float(out.aux),
-                              "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
-                    load = self.model.moe_load()
-                    if load.numel():
-                        record["expert_load"] = load.mean(0).tolist()
-                    log.write(json.dumps(record) + "\n")
-            recall = self.validate()
-            improved = recall > self.best
-            self.best = max(self.best, recall)
+                    bar.set_postfix(loss=f"{record['ntp']:.3f}")
+                    if log is not None:
+                        record.update(step=self.step, epoch=self.epoch,
+                                      lr=self.scheduler.get_last_lr()[0])  # fmt: skip
+                        load = self.model.moe_load()
+                        if load.numel():
+                            record["expert_load"] = [round(x, 4) for x in load.mean(0).tolist()]
+                        log.write(json.dumps(record) + "\n")
+            train_seconds = time.perf_counter() - start
+            valid = self._validate_everywhere()
+            improved = valid["recall@10"] > self.best
+            self.best = max(self.best, valid["recall@10"])
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             self.epoch += 1
-            log.write(json.dumps({"epoch": self.epoch - 1, "train_ntp": total / self.steps_per_epoch,
-                                  "valid_recall@10": recall, "best": self.best,
-                                  "seconds": time.perf_counter() - start}) + "\n")  # fmt: skip
-            log.flush()
-            self._save(self.run_dir / "last.safetensors")
-            if improved:
-                self._save(self.run_dir / "best.safetensors")
-        log.close()
+            if log is not None:
+                log.write(json.dumps({
+                    "epoch": self.epoch - 1, "train_ntp": total / max(codes, 1),
+                    "valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"],
+                    "best": self.best, "train_seconds": train_seconds,
+                    "seconds": time.perf_counter() - start,
+                }) + "\n")  # fmt: skip
+                log.flush()
+                if improved:
+                    self.model.save(self.run_dir)
+                self._save(self.run_dir / "last.safetensors")
+                plot_metrics(metrics, self.run_dir / "training.png")
+            if self.world > 1:
+                dist.barrier()
+        if log is not None:
+            log.close()
         state = {"epochs": self.epoch, "steps": self.step, "best_valid_recall@10": self.best}
-        (self.run_dir / "state.json").write_text(json.dumps(state, indent=2))
+        if main:
+            (self.run_dir / "state.json").write_text(json.dumps(state, indent=2))
+        if self.world > 1:
+            dist.barrier()
+        self.load_best()
         return state
+
+    def load_best(self) -> None:
+        """Put the best epoch's weights (``model.safetensors``) into the model."""
+        path = self.run_dir / "model.safetensors"
+        if path.exists():
+            self.model.load_state_dict(load_file(str(path), device=str(self.device)))
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, path: Path) -> None:
@@ -207,11 +324,11 @@ class Trainer:
         )
         tensors["trainer.best"] = torch.tensor([self.best], dtype=torch.float64)
         tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
         tmp.rename(path)
 
     def _load(self, path: Path) -> None:
-        tensors = load_file(str(path))
+        tensors = load_file(str(path), device=str(self.device))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for i, p in enumerate(self.model.parameters()):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
@@ -222,5 +339,4 @@ class Trainer:
         # the schedule is a function of the step alone: put it where the run stopped
         self.scheduler.last_epoch = self.step
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base * _schedule(self.step, self.config.warmup_steps,
-                                           self.steps_per_epoch * self.config.epochs)  # fmt: skip
+            group["lr"] = base * _schedule(self.step, self.config.warmup_steps, self.total_steps)

@@ -1,0 +1,84 @@
+"""What one training step reads: windows of users' training sequences, batched by length.
+
+The model's ``sequence_loss`` scores every next-item target of a sequence from one encoder pass,
+so the unit of training data is a *sequence*, not a (history, target) pair. A sequence longer
+than ``max_length`` items is cut into windows: the first holds items ``0 .. max_length - 1``
+and scores targets from column 1; each later window starts ``history_length`` items before its
+first target, so every target still sees its full history, and scores only the targets after
+that context. Every target of the training sequence is scored exactly once per epoch.
+
+Batches group windows of similar length (no compute is spent on long padding) and hold about
+``batch_targets`` targets each; which windows share a batch is reshuffled every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onerec.data.ragged import Ragged
+from onerec.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Slices of training sequences; ``first_target[w]`` is window w's first scored column."""
+
+    user: np.ndarray  # (W,) user index of every window
+    items: Ragged  # item ids per window, oldest first
+    first_target: np.ndarray  # (W,) >= 1
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_targets(self) -> np.ndarray:
+        """Targets (columns that start a next-items target) in every window."""
+        return np.maximum(self.items.lengths - self.first_target, 0)
+
+
+def training_windows(sequences: Ragged, history_length: int, max_length: int) -> Windows:
+    """Cut row ``u`` of ``sequences`` (user u's training items, oldest first) into windows of at
+    most ``max_length`` items; rows with fewer than 2 items give no window (no target)."""
+    if history_length < 1:
+        raise ConfigError(f"history_length must be >= 1, got {history_length}")
+    if max_length <= history_length:
+        raise ConfigError(
+            f"max_length ({max_length}) must exceed history_length ({history_length}): a window "
+            f"after the first repeats history_length items of context before its targets"
+        )
+    lengths = sequences.lengths
+    step = max_length - history_length  # targets per later window
+    # targets 1 .. n-1: the first window takes max_length - 1, the others `step` each
+    extra = np.maximum(lengths - max_length, 0)
+    per_row = np.where(lengths >= 2, 1 + -(-extra // step), 0)
+    row = np.repeat(np.arange(len(sequences), dtype=np.int64), per_row)
+    k = np.arange(int(per_row.sum()), dtype=np.int64) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    first_col = np.where(k == 0, 1, max_length + (k - 1) * step)  # first target, in the row
+    start = np.where(k == 0, 0, first_col - history_length)
+    end = np.minimum(np.where(k == 0, max_length, first_col + step), lengths[row])
+    items = sequences.slices(sequences.offsets[row] + start, end - start)
+    return Windows(row, items, first_col - start)
+
+
+def length_batches(
+    windows: Windows, batch_targets: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Window indices per batch: similar lengths together, about ``batch_targets`` targets each
+    (a window with more targets than that is a batch of its own), in a random order."""
+    if batch_targets < 1:
+        raise ConfigError(f"batch_targets must be >= 1, got {batch_targets}")
+    lengths = windows.items.lengths
+    # sort by length, ties in random order, so batch membership changes from epoch to epoch
+    order = np.lexsort((rng.random(len(windows)), lengths))
+    targets = windows.n_targets[order]
+    batches, start, total = [], 0, 0
+    for i, t in enumerate(targets):
+        if total and total + t > batch_targets:
+            batches.append(order[start:i])
+            start, total = i, 0
+        total += int(t)
+    if start < len(order):
+        batches.append(order[start:])
+    return [batches[i] for i in rng.permutation(len(batches))]
