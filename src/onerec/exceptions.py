@@ -152,7 +152,9 @@ class RecommendationError(GenerationError):
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.hint = hint
-        super().__init__(message + (f" Fix: {hint}" if hint else ""))
+        if hint:
+            message += (" " if message.endswith(".") else ". ") + f"Fix: {hint}"
+        super().__init__(message)
 
 
 class EmptyHistoryError(RecommendationError):

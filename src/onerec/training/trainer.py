@@ -137,6 +137,10 @@ class Trainer:
                 f"history_length={config.history_length}: build the model with max_history >= it"
             )
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            # attention and softmax gradients underflow into subnormal floats, which x86 CPUs
+            # process up to 100x slower; flushing them to zero changes no result that matters
+            torch.set_flush_denormal(True)
         self.model = model.to(self.device)
         self.ids = semantic_ids.to(self.device)
         self.split, self.config = split, config
