@@ -48,13 +48,14 @@ def test_length_batches_group_similar_lengths_and_cover_everything():
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
 
-def setup(tmp: Path):
+def setup(tmp: Path, **model_overrides):
     ds = generate(SyntheticConfig(num_users=120, num_items=60, mean_interactions=12, seed=0))
     split = leave_one_out(ds.log, history_length=8)
     x = cooccurrence_embeddings(split.train_sequences(), 60, dim=8)
     ids = tokenize(x, TokenizeConfig(levels=2, codebook_size=8, iters=5)).semantic_ids
     torch.manual_seed(0)
-    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=8, n_user_buckets=128))
+    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=8, n_user_buckets=128,
+                                        **model_overrides))
     return model, ids, split
 
 
@@ -121,3 +122,47 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     other.save(tmp_path / "other")
     assert main(["train", str(tmp_path / "other"), *args[2:-1], str(tmp_path / "run2")]) == 2
     assert "another catalog" in capsys.readouterr().err
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One of ``world`` gloo processes training the run of ``test_data_parallel...``."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model, ids, split = setup(Path(out_dir), n_experts=0)
+        Trainer(model, ids, split, DDP_CONFIG, Path(out_dir) / "ddp").fit(progress=False)
+        if rank == 0:
+            torch.save(weights(model), Path(out_dir) / "ddp_weights.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+DDP_CONFIG = TrainConfig(history_length=8, batch_size=48, epochs=1, lr=3e-3, warmup_steps=3,
+                         patience=5, eval_beam=10, log_every=2)
+
+
+def test_data_parallel_two_processes_match_one_process(tmp_path: Path) -> None:
+    """2 gloo processes, each taking half of every batch, take the same steps as 1 process
+    with the same global batch (up to float summation order)."""
+    import torch.multiprocessing as mp
+
+    torch.set_num_threads(1)
+    model, ids, split = setup(tmp_path, n_experts=0)  # dense: no routing flips on float noise
+    Trainer(model, ids, split, DDP_CONFIG, tmp_path / "single").fit(progress=False)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    single = (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
+    double = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(single) == len(double) > 10  # step records and the epoch record
+    for a, b in zip(map(json.loads, single), map(json.loads, double)):
+        assert a["epoch"] == b["epoch"] and a.get("codes") == b.get("codes")
+        if "ntp" in a:  # the global loss of every step, summed over both processes
+            assert b["ntp"] == pytest.approx(a["ntp"], abs=1e-5)
+        else:
+            assert b["valid_recall@10"] == pytest.approx(a["valid_recall@10"], abs=1e-9)
+    # Adam turns float-order noise in near-zero gradients into small weight differences; a
+    # wrong reduction (a mean instead of a sum, a missing all-reduce) moves weights by ~lr
+    ddp = torch.load(tmp_path / "ddp_weights.pt")
+    assert (ddp - weights(model)).abs().max() < 5e-3
+    assert (ddp - weights(model)).abs().mean() < 5e-5

@@ -1,0 +1,162 @@
+"""OneRec quality on the standard leave-one-out protocol, from scratch: tokenize, train, test.
+
+    python benchmarks/onerec_quality.py --datasets beauty --out benchmarks/results
+    python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --out benchmarks/results
+
+For each dataset, with the same settings everywhere (nothing here is tuned per dataset):
+1. item embeddings: text where the catalog has item text (else attribute lists), fused with
+   collaborative co-occurrence vectors from the *training* split; balanced residual k-means,
+   3 levels (codebook size from the catalog), a 4th code where items collide;
+2. OneRec (``--preset``, sparse-MoE decoder) trained by next-token prediction over whole
+   sequences, early-stopped on validation Recall@10 (beam search, ``--eval-beam``);
+3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
+   catalog, seen items not excluded (the primary number) and excluded (S3-Rec's setting).
+
+Writes ``onerec_quality_<dataset>.json`` (commit, machine, config, stage times, validation and test
+metrics, published numbers beside them) and appends a row per dataset to ``onerec_quality.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from onerec.data.registry import load_dataset
+from onerec.data.splits import leave_one_out
+from onerec.embeddings import EmbeddingConfig, item_embeddings
+from onerec.embeddings.text import DEFAULT_FIELDS
+from onerec.evaluation import evaluate
+from onerec.generation.beam_search import rank_examples
+from onerec.runinfo import environment, peak_rss_bytes
+from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
+from onerec.training import TrainConfig
+from onerec.training.pipeline import train_on_dataset
+
+# test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
+PUBLISHED = {
+    "beauty": {
+        "TIGER (paper)": [0.0454, 0.0321, 0.0648, 0.0384],
+        "SASRec (BCE, S3-Rec table)": [0.0387, 0.0249, 0.0605, 0.0318],
+        "S3-Rec": [0.0387, 0.0244, 0.0647, 0.0327],
+        "HSTU (genrec reproduction)": [0.0486, 0.0340, 0.0708, 0.0412],
+    },
+}
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def embedding_config(dataset) -> EmbeddingConfig:
+    """Text where the catalog has it, attributes otherwise; always fused with collaborative."""
+    has_text = any(f in dataset.item_table.columns for f in DEFAULT_FIELDS)
+    content = "text" if has_text else "attributes"
+    return EmbeddingConfig(sources=(content, "collaborative"), fused_dim=64)
+
+
+def run(name: str, args: argparse.Namespace) -> dict:
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    ds = load_dataset(name, args.data_dir)
+    split = leave_one_out(ds.log, history_length=args.history_length)
+
+    t = time.perf_counter()
+    emb_config = embedding_config(ds)
+    x = item_embeddings(ds, emb_config, split=split)
+    tok_config = TokenizeConfig(method="balanced", levels=3, seed=args.seed)
+    tokens = tokenize(x, tok_config)
+    tok_dir = save_tokenization(Path(args.runs) / name / "tokens", tokens, ds.log.items,
+                                {"dataset": name, "embeddings": asdict(emb_config)})  # fmt: skip
+    times["tokenize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
+                         epochs=args.epochs, patience=args.patience, lr=args.lr,
+                         batch_size=args.batch_size, eval_beam=args.eval_beam,
+                         eval_users=args.eval_users, seed=args.seed)  # fmt: skip
+    trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
+                               preset=args.preset, progress=not args.quiet)  # fmt: skip
+    times["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model, ids = trained.model, trained.semantic_ids
+    results = {}
+    for part, examples in (("valid", split.valid), ("test", split.test)):
+        for exclude in (False, True):
+            ranked = rank_examples(model, examples, ids, args.eval_beam, 10, exclude_seen=exclude)
+            means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10),
+                             exclude_seen=exclude).means()  # fmt: skip
+            results[f"{part}{'_exclude_seen' if exclude else ''}"] = {k: means[k] for k in METRICS}
+    times["evaluate"] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - start
+    metrics_lines = (Path(args.runs) / name / "model" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(line) for line in metrics_lines if "valid_recall@10" in json.loads(line)]
+    return {
+        "benchmark": "onerec_quality",
+        "dataset": name,
+        **environment(),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "protocol": "leave-one-out (last item test, second-to-last validation), history "
+                    f"{args.history_length}, full ranking over {ds.num_items} items, "
+                    f"beam {args.eval_beam}; model selected on validation Recall@10",
+        "config": {"args": vars(args), "embeddings": asdict(emb_config),
+                   "tokenizer": asdict(tok_config), "train": asdict(config),
+                   "model": model.config.to_dict(), "parameters": model.describe()},
+        "tokenization": {"collision_rate_before": ids.collision_rate_before,
+                         "codes_per_item": ids.n_levels},
+        "training": {**trained.state, "epochs_log": epochs},
+        "seconds": times,
+        "results": results,
+        "published": PUBLISHED.get(name, {}),
+    }
+
+
+def markdown_row(r: dict) -> str:
+    test, excl = r["results"]["test"], r["results"]["test_exclude_seen"]
+    fmt = " / ".join(f"{test[k]:.4f}" for k in METRICS)
+    fmt_ex = " / ".join(f"{excl[k]:.4f}" for k in METRICS)
+    s = r["seconds"]
+    return (f"| {r['dataset']} | {fmt} | {fmt_ex} | {r['results']['valid']['recall@10']:.4f} | "
+            f"{r['training']['epochs']} | {s['tokenize']:.0f} / {s['train']:.0f} / "
+            f"{s['evaluate']:.0f} / {s['total']:.0f} | {r['commit']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="beauty")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--runs", default="runs/quality", help="run folders (resumed if present)")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--history-length", type=int, default=20)
+    parser.add_argument("--session-items", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--eval-beam", type=int, default=20)
+    parser.add_argument("--eval-users", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    for name in args.datasets.split(","):
+        result = run(name, args)
+        (args.out / f"onerec_quality_{name}.json").write_text(json.dumps(result, indent=2, default=str))
+        table = args.out / "onerec_quality.md"
+        if not table.exists():
+            table.write_text(
+                "| dataset | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | valid R@10 "
+                "| epochs | seconds: tokenize / train / evaluate / total | commit |\n"
+                "|---|---|---|---|---|---|---|\n"
+            )
+        with table.open("a") as f:
+            f.write(markdown_row(result) + "\n")
+        print(markdown_row(result))
+
+
+if __name__ == "__main__":
+    main()
