@@ -1,7 +1,8 @@
 """Generation speed: our session beam search vs Hugging Face T5 ``generate`` on the same weights,
 with their agreement, and training throughput as a fraction of the machine's matmul peak.
 
-    python benchmarks/generation_speed.py --run RUN_DIR --data-dir ../shared/data --out benchmarks/results
+    python benchmarks/generation_speed.py --run RUN_DIR --data-dir ../shared/data \
+        --out benchmarks/results
         [--users 200 --hf-users 50 --batch 64 --batches 4 --hf-batches 2 --beam 32 --items 5]
         [--train-steps 20]
     python benchmarks/generation_speed.py --smoke      # tiny random model, synthetic data: seconds
@@ -81,7 +82,9 @@ def load_run(args: argparse.Namespace) -> tuple[OneRec, SemanticIds, Split, Trai
     dataset = load_dataset(name, args.data_dir)
     split = leave_one_out(dataset.log, history_length=20)
     saved = run / "train_config.json"
-    train = TrainConfig.from_dict(json.loads(saved.read_text())) if saved.exists() else TrainConfig()
+    train = TrainConfig()
+    if saved.exists():
+        train = TrainConfig.from_dict(json.loads(saved.read_text()))
     return model, ids, split, train, name
 
 
@@ -100,7 +103,10 @@ def smoke_inputs() -> tuple[OneRec, SemanticIds, Split, TrainConfig, str]:
     model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=20))
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0.0, 0.3) if p.ndim == 2 else p.normal_(1.0, 0.2)
+            if p.ndim == 2:
+                p.normal_(0.0, 0.3)
+            else:
+                p.normal_(1.0, 0.2)
     train = TrainConfig(batch_size=64, history_length=20, window_items=50)
     return model.eval(), ids, split, train, "synthetic"
 
@@ -135,6 +141,10 @@ def hf_search(model: OneRec, ids: SemanticIds, beam: int, n_items: int) -> Searc
     return search
 
 
+def first(users: Examples, n: int) -> Examples:
+    return users.take(np.arange(min(n, len(users))))
+
+
 def latency(search: Search, users: Examples, warmup: int) -> tuple[dict[str, Any], list]:
     """Per-user (batch 1) latency percentiles, and every user's result."""
     for i in range(min(warmup, len(users))):
@@ -145,8 +155,9 @@ def latency(search: Search, users: Examples, warmup: int) -> tuple[dict[str, Any
         results.append(search(users.take(np.array([i]))))
         seconds.append(time.perf_counter() - start)
     ms = 1000 * np.asarray(seconds)
-    return {"users": len(users), "warmup_calls": warmup, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}, results  # fmt: skip
+    summary = {"users": len(users), "warmup_calls": warmup, "p50_ms": float(np.percentile(ms, 50)),
+               "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}  # fmt: skip
+    return summary, results
 
 
 def throughput(search: Search, users: Examples, batch: int, n_batches: int) -> tuple[dict, list]:
@@ -176,9 +187,10 @@ def agreement(ours: list, theirs: list) -> dict[str, Any]:
             top1_diff = max(top1_diff, float((os_[u, 0] - ts[u, 0]).abs()))
             diff = (os_[u] - ts[u])[both].abs()
             all_diff = max(all_diff, float(diff.max()) if diff.numel() else 0.0)
-    return {"users": users, "top1_identical": top1 / max(users, 1),
-            "all_beams_identical": every / max(users, 1), "beam_sets_identical": same_set / max(users, 1),
-            "max_abs_top1_score_diff": top1_diff, "max_abs_score_diff_by_rank": all_diff}  # fmt: skip
+    share = 1 / max(users, 1)
+    return {"users": users, "top1_identical": top1 * share, "all_beams_identical": every * share,
+            "beam_sets_identical": same_set * share, "max_abs_top1_score_diff": top1_diff,
+            "max_abs_score_diff_by_rank": all_diff}  # fmt: skip
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -241,17 +253,17 @@ def training_throughput(model: OneRec, ids: SemanticIds, split: Split, train: Tr
 
 def table(result: dict[str, Any]) -> str:
     o, h = result["ours"], result["hf"]
+    ol, hl, ot, ht = o["latency"], h["latency"], o["throughput"], h["throughput"]
     lines = [
         "| | ours | HF T5 generate | speedup |", "|---|---|---|---|",
-        f"| latency p50, batch 1 (ms) | {o['latency']['p50_ms']:.1f} | {h['latency']['p50_ms']:.1f} "
-        f"| {h['latency']['p50_ms'] / o['latency']['p50_ms']:.1f}x |",
-        f"| latency p99, batch 1 (ms) | {o['latency']['p99_ms']:.1f} | {h['latency']['p99_ms']:.1f} "
-        f"| {h['latency']['p99_ms'] / o['latency']['p99_ms']:.1f}x |",
-        f"| throughput, batch {o['throughput']['batch']} (users/s) | "
-        f"{o['throughput']['users_per_second']:.1f} | {h['throughput']['users_per_second']:.1f} | "
-        f"{result['speedup']['throughput']:.1f}x |",
-        f"| users measured (latency / throughput) | {o['latency']['users']} / "
-        f"{o['throughput']['users']} | {h['latency']['users']} / {h['throughput']['users']} | |",
+        f"| latency p50, batch 1 (ms) | {ol['p50_ms']:.1f} | {hl['p50_ms']:.1f} "
+        f"| {hl['p50_ms'] / ol['p50_ms']:.1f}x |",
+        f"| latency p99, batch 1 (ms) | {ol['p99_ms']:.1f} | {hl['p99_ms']:.1f} "
+        f"| {hl['p99_ms'] / ol['p99_ms']:.1f}x |",
+        f"| throughput, batch {ot['batch']} (users/s) | {ot['users_per_second']:.1f} | "
+        f"{ht['users_per_second']:.1f} | {result['speedup']['throughput']:.1f}x |",
+        f"| users measured (latency / throughput) | {ol['users']} / {ot['users']} | "
+        f"{hl['users']} / {ht['users']} | |",
     ]  # fmt: skip
     a = result["agreement"]["batch_1"]
     t = result["training"]
@@ -317,12 +329,13 @@ def main() -> None:
     mapping_diff = float((ours_logits - hf_logits).abs().max())
     print(f"teacher-forced logits, ours vs HF: max |diff| {mapping_diff:.2e}", flush=True)
 
-    ours, hf = ours_search(model, ids, args.beam, args.items), hf_search(model, ids, args.beam, args.items)
+    ours = ours_search(model, ids, args.beam, args.items)
+    hf = hf_search(model, ids, args.beam, args.items)
     print("ours: batch-1 latency ...", flush=True)
-    ours_lat, ours_res = latency(ours, users.take(np.arange(min(args.users, len(users)))), args.warmup)
+    ours_lat, ours_res = latency(ours, first(users, args.users), args.warmup)
     print(f"  p50 {ours_lat['p50_ms']:.1f} ms, p99 {ours_lat['p99_ms']:.1f} ms", flush=True)
     print("HF: batch-1 latency ...", flush=True)
-    hf_lat, hf_res = latency(hf, users.take(np.arange(min(args.hf_users, len(users)))), args.warmup)
+    hf_lat, hf_res = latency(hf, first(users, args.hf_users), args.warmup)
     print(f"  p50 {hf_lat['p50_ms']:.1f} ms, p99 {hf_lat['p99_ms']:.1f} ms", flush=True)
     print(f"ours: throughput at batch {args.batch} ...", flush=True)
     ours_tp, ours_batches = throughput(ours, users, args.batch, args.batches)
@@ -339,7 +352,8 @@ def main() -> None:
     result = {
         "benchmark": "generation_speed", **environment(),
         "config": {"smoke": args.smoke, "run": str(args.run) if args.run else None,
-                   "dataset": dataset, "model": model.config.to_dict(), "describe": model.describe(),
+                   "dataset": dataset, "model": model.config.to_dict(),
+                   "describe": model.describe(),
                    "beam": args.beam, "session_items": args.items, "history_length": 20,
                    "torch_threads": threads, "seed": args.seed,
                    "train_config": asdict(train), "matmul_peak_size": args.peak_size},
@@ -352,8 +366,10 @@ def main() -> None:
         "speedup": {"latency_p50": hf_lat["p50_ms"] / ours_lat["p50_ms"],
                     "latency_p99": hf_lat["p99_ms"] / ours_lat["p99_ms"],
                     "throughput": ours_tp["users_per_second"] / hf_tp["users_per_second"]},
-        "agreement": {"batch_1": agreement(ours_res[: len(hf_res)], hf_res),
-                      f"batch_{args.batch}": agreement(ours_batches[: len(hf_batches)], hf_batches)},
+        "agreement": {
+            "batch_1": agreement(ours_res[: len(hf_res)], hf_res),
+            f"batch_{args.batch}": agreement(ours_batches[: len(hf_batches)], hf_batches),
+        },
         "training": training, "matmul_peak_flop_per_second": peak,
         "peak_memory_gb": peak_rss_bytes() / 2**30,
         "goals": {"speedup": ">= 5 (latency and throughput)", "outputs": "identical sessions, "

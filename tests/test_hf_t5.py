@@ -67,7 +67,8 @@ def test_teacher_forced_logits_match(overrides):
     model = peaky_model(**overrides)
     memory, mask = encoded(model, ids)
     hf = to_hf_t5(model)
-    codes = ids.codes[torch.randint(ids.n_items, (3, 3), generator=torch.Generator().manual_seed(1))]
+    rows = torch.randint(ids.n_items, (3, 3), generator=torch.Generator().manual_seed(1))
+    codes = ids.codes[rows]
     decoder_input = model.layout.session_input(codes, as_codes=True)
     with torch.no_grad():
         ours = model.logits(model.decode(memory, mask, decoder_input))
@@ -82,8 +83,8 @@ def test_hf_generate_returns_our_sessions_and_scores(overrides):
     ours = beam_search_sessions(model, HISTORY, USERS, ids, beam_size=8, n_items=3)
     memory, mask = encoded(model, ids)
     hf = to_hf_t5(model)
-    theirs = hf_generate_sessions(hf, model, memory, mask, SessionPrefixConstraint(ids, model.layout),
-                                  beam_size=8, n_items=3)  # fmt: skip
+    constraint = SessionPrefixConstraint(ids, model.layout)
+    theirs = hf_generate_sessions(hf, model, memory, mask, constraint, beam_size=8, n_items=3)
     assert torch.isfinite(ours.log_probs).all()
     assert torch.equal(theirs.items, ours.items)
     assert torch.equal(theirs.codes, ours.codes)

@@ -313,7 +313,8 @@ def hf_generate_sessions(
             logits_processor=processors,
         )
     sequences = out.sequences[:, 1:]  # (B*beam, m*(L'+1) - 1)
-    sequences = torch.cat([sequences, sequences.new_full((sequences.shape[0], 1), TokenLayout.SEP)], 1)
+    sep = sequences.new_full((sequences.shape[0], 1), TokenLayout.SEP)  # the final, ungenerated SEP
+    sequences = torch.cat([sequences, sep], dim=1)
     tokens = sequences.view(b, beam_size, n_items, block)[..., : layout.n_levels]
     items = torch.tensor([constraint.item_of.get(tuple(t), -1)
                           for t in tokens.reshape(-1, layout.n_levels).tolist()])  # fmt: skip
