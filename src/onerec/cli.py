@@ -183,9 +183,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides[key] = json.loads(value)
     run = train_on_dataset(_load(args.source, args), args.tokens, args.out, config,
                            preset=args.preset, model_overrides=overrides)  # fmt: skip
-    print(run.model.describe())
-    print(f"{run.state['epochs']} epochs, best validation recall@10 "
-          f"{run.state['best_valid_recall@10']:.4f} -> {args.out}")
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:  # under torchrun, one report
+        print(run.model.describe())
+        print(f"{run.state['epochs']} epochs, best validation recall@10 "
+              f"{run.state['best_valid_recall@10']:.4f} -> {args.out}")
     return 0
 
 

@@ -9,6 +9,7 @@ user index i).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
@@ -73,12 +75,29 @@ def train_on_dataset(
             )
     torch.manual_seed(config.seed)
     model = OneRec(model_config)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(tokens) / "semantic_ids.parquet", out / "semantic_ids.parquet")
-    pq.write_table(pa.table({"user_id": pa.array(dataset.log.users.raw)}), out / "users.parquet")
-    (out / "run.json").write_text(json.dumps(
-        {"dataset": dataset.name, "tokens": str(tokens), "preset": preset,
-         "model_overrides": model_overrides or {}, "describe": model.describe()}, indent=2))  # fmt: skip
+    if init_distributed_from_env() is None or dist.get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tokens) / "semantic_ids.parquet", out / "semantic_ids.parquet")
+        users = pa.table({"user_id": pa.array(dataset.log.users.raw)})
+        pq.write_table(users, out / "users.parquet")
+        (out / "run.json").write_text(json.dumps(
+            {"dataset": dataset.name, "tokens": str(tokens), "preset": preset,
+             "model_overrides": model_overrides or {}, "describe": model.describe()}, indent=2))  # fmt: skip
     trainer = Trainer(model, ids, split, config, out)
     state = trainer.fit(progress=progress)
     return TrainedRun(trainer.model, trainer.ids, split, state, out)
+
+
+def init_distributed_from_env() -> int | None:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1):
+    NCCL with one GPU per process where there are GPUs, gloo on CPUs. Returns the world size,
+    or None when not launched that way."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if not dist.is_initialized():
+        gpu = torch.cuda.is_available()
+        if gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return world
