@@ -1,7 +1,12 @@
 """Generation: trie-constrained beam search over semantic IDs (ranking and session modes), and
 serving a trained run on raw ids (``Recommender``)."""
 
-from onerec.generation.beam_search import Beams, beam_search_items, beam_search_sessions
+from onerec.generation.beam_search import (
+    Beams,
+    beam_search_items,
+    beam_search_sessions,
+    rank_examples,
+)
 from onerec.generation.recommend import Recommendation, Recommender, Session
 
 __all__ = [
@@ -11,4 +16,5 @@ __all__ = [
     "Session",
     "beam_search_items",
     "beam_search_sessions",
+    "rank_examples",
 ]
