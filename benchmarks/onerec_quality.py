@@ -32,8 +32,14 @@ from onerec.embeddings import EmbeddingConfig, item_embeddings
 from onerec.embeddings.text import DEFAULT_FIELDS
 from onerec.evaluation import evaluate
 from onerec.generation.beam_search import rank_examples
+from onerec.model.config import parse_overrides
 from onerec.runinfo import environment, peak_rss_bytes
-from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
+from onerec.tokenizer.pipeline import (
+    TokenizeConfig,
+    load_tokenization,
+    save_tokenization,
+    tokenize,
+)
 from onerec.training import TrainConfig
 from onerec.training.pipeline import train_on_dataset
 
@@ -56,6 +62,33 @@ def embedding_config(dataset) -> EmbeddingConfig:
     return EmbeddingConfig(sources=(content, "collaborative"), fused_dim=64)
 
 
+def semantic_ids(ds, split, root: Path, seed: int):
+    """Item embeddings (content + collaborative from the training split) -> balanced residual
+    k-means, 3 levels plus a collision code, saved under ``root / "tokens"`` (and read back from
+    there when a previous run saved them). Returns the
+    embedding and tokenizer configs, the tokens folder and a summary of the tokenization."""
+    emb_config = embedding_config(ds)
+    tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
+    tok_dir = root / "tokens"
+    if (tok_dir / "semantic_ids.parquet").exists():  # a resumed run keeps its item codes
+        ids = load_tokenization(tok_dir)[1]
+    else:
+        x = item_embeddings(ds, emb_config, split=split)
+        tokens = tokenize(x, tok_config)
+        save_tokenization(tok_dir, tokens, ds.log.items,
+                          {"dataset": ds.name, "embeddings": asdict(emb_config)})  # fmt: skip
+        ids = tokens.semantic_ids
+    info = {"collision_rate_before": ids.collision_rate_before, "codes_per_item": ids.n_levels}
+    return emb_config, tok_config, tok_dir, info
+
+
+def ranking_metrics(model, examples, ids, beam: int, exclude_seen: bool) -> dict[str, float]:
+    """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search."""
+    ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
+    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
+    return {k: means[k] for k in METRICS}
+
+
 def run(name: str, args: argparse.Namespace) -> dict:
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -63,12 +96,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     split = leave_one_out(ds.log, history_length=args.history_length)
 
     t = time.perf_counter()
-    emb_config = embedding_config(ds)
-    x = item_embeddings(ds, emb_config, split=split)
-    tok_config = TokenizeConfig(method="balanced", levels=3, seed=args.seed)
-    tokens = tokenize(x, tok_config)
-    tok_dir = save_tokenization(Path(args.runs) / name / "tokens", tokens, ds.log.items,
-                                {"dataset": name, "embeddings": asdict(emb_config)})  # fmt: skip
+    emb_config, tok_config, tok_dir, ids_info = semantic_ids(ds, split, Path(args.runs) / name,
+                                                             args.seed)  # fmt: skip
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -77,7 +106,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
                          eval_users=args.eval_users, seed=args.seed)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
-                               preset=args.preset, progress=not args.quiet)  # fmt: skip
+                               preset=args.preset, model_overrides=parse_overrides(args.model),
+                               progress=not args.quiet)  # fmt: skip
     times["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -85,10 +115,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     results = {}
     for part, examples in (("valid", split.valid), ("test", split.test)):
         for exclude in (False, True):
-            ranked = rank_examples(model, examples, ids, args.eval_beam, 10, exclude_seen=exclude)
-            means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10),
-                             exclude_seen=exclude).means()  # fmt: skip
-            results[f"{part}{'_exclude_seen' if exclude else ''}"] = {k: means[k] for k in METRICS}
+            key = f"{part}{'_exclude_seen' if exclude else ''}"
+            results[key] = ranking_metrics(model, examples, ids, args.eval_beam, exclude)
     times["evaluate"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
     metrics_lines = (Path(args.runs) / name / "model" / "metrics.jsonl").read_text().splitlines()
@@ -104,8 +132,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
         "config": {"args": vars(args), "embeddings": asdict(emb_config),
                    "tokenizer": asdict(tok_config), "train": asdict(config),
                    "model": model.config.to_dict(), "parameters": model.describe()},
-        "tokenization": {"collision_rate_before": ids.collision_rate_before,
-                         "codes_per_item": ids.n_levels},
+        "tokenization": ids_info,
         "training": {**trained.state, "epochs_log": epochs},
         "seconds": times,
         "results": results,
@@ -130,6 +157,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--runs", default="runs/quality", help="run folders (resumed if present)")
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config override, repeatable (e.g. dropout=0.1)")
     parser.add_argument("--history-length", type=int, default=20)
     parser.add_argument("--session-items", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=30)

@@ -173,3 +173,16 @@ class BeamTooNarrowError(RecommendationError):
 class SessionSizeError(RecommendationError):
     """The session's item count is below 1, above the model's ``max_session_items``, or above
     the items the catalog (less the excluded history) can supply."""
+
+
+class BaselineError(OneRecError, ValueError):
+    """A baseline recommender (SASRec, BERT4Rec, FDSA, popularity) was asked for something it
+    cannot do: an unknown model name, inputs of the wrong shape, a dataset it cannot read."""
+
+
+class UnknownModelError(BaselineError):
+    """A baseline name is not in the benchmark's model registry."""
+
+
+class MissingItemAttributesError(BaselineError):
+    """A model that reads item attributes (FDSA) was given a dataset whose item table has none."""

@@ -6,6 +6,7 @@ Every size the model has is here, so a run directory's ``config.json`` rebuilds 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as dataclass_replace
 from typing import Any, Sequence
@@ -194,6 +195,23 @@ class OneRecConfig:
         if "level_sizes" not in d:
             raise ConfigError("OneRecConfig needs level_sizes (from the tokenizer)")
         return cls(**d)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["n_experts=0", "dropout=0.1"]`` -> ``{"n_experts": 0, "dropout": 0.1}``: the
+    command-line form of config overrides. Values are JSON (numbers, true/false, lists)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"a model override is KEY=VALUE (e.g. n_experts=0), got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"the value of {key} must be JSON (a number, true/false or a list), got {value!r}"
+            ) from None
+    return overrides
 
 
 def _is_int(value: Any) -> bool:

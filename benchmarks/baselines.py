@@ -1,0 +1,50 @@
+"""Baselines (popularity, SASRec-CE, SASRec-BCE, BERT4Rec, FDSA) on the standard leave-one-out
+protocol, in the same harness as OneRec (a thin script over ``onerec.baselines.benchmark``).
+
+    python benchmarks/baselines.py --dataset beauty
+    python benchmarks/baselines.py --dataset scientific --models pop,sasrec-ce,fdsa
+
+Writes ``benchmarks/results/baselines_<dataset>.json`` and ``.md``: test Recall/NDCG@5/10 with
+seen items kept (primary) and excluded (S3-Rec's setting), validation Recall@10, epochs, wall
+times, and the published numbers beside ours. Models already in the JSON and not run again are
+kept, so a model can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from onerec.baselines.benchmark import MODELS, run_benchmark
+from onerec.baselines.train import BaselineTrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--max-length", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--max-seconds", type=float, default=1140.0,
+                        help="training time cap per model (the best epoch so far is kept)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    config = BaselineTrainConfig(max_length=args.max_length, batch_size=args.batch_size,
+                                 lr=args.lr, epochs=args.epochs, patience=args.patience,
+                                 max_seconds=args.max_seconds, seed=args.seed)  # fmt: skip
+    result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
+                           config=config, progress=not args.quiet)  # fmt: skip
+    print((args.out / f"baselines_{result['dataset']}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

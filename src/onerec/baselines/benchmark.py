@@ -1,0 +1,207 @@
+"""The baseline comparison: every model trained and tested on one split by the same code.
+
+``run_benchmark("beauty", ["pop", "sasrec-ce", "sasrec-bce", "bert4rec", "fdsa"], "out")``:
+
+1. leave-one-out split (last item test, second-to-last validation), histories of the last
+   ``max_length`` (50, as S3-Rec's baselines) items;
+2. each model built with a fixed seed and trained by :func:`onerec.baselines.train.fit`
+   (early stopping on validation Recall@10);
+3. the selected model scores every test user once through :func:`onerec.evaluation.evaluate`:
+   full ranking over all items, seen items not excluded (the primary number) and excluded
+   (S3-Rec's setting, whose code filters them).
+
+Writes ``baselines_<dataset>.json`` (commit, machine, configs, per-epoch logs, metrics, seconds,
+published numbers) and ``baselines_<dataset>.md`` (one table). Models of an earlier run of the
+same dataset in ``out_dir`` are kept unless run again, so models can be run one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from onerec.baselines.base import SequentialRecommender
+from onerec.baselines.bert4rec import BERT4Rec
+from onerec.baselines.fdsa import FDSA, item_attributes
+from onerec.baselines.popularity import Popularity
+from onerec.baselines.sasrec import Dropout, SASRec
+from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
+from onerec.data.registry import load_dataset
+from onerec.data.schema import Dataset
+from onerec.data.splits import Split, leave_one_out
+from onerec.evaluation import evaluate
+from onerec.exceptions import UnknownModelError
+from onerec.runinfo import environment, peak_rss_bytes
+
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+Builder = Callable[[Dataset, Split, int], SequentialRecommender]
+
+MODELS: dict[str, Builder] = {
+    "pop": lambda ds, split, L: Popularity.from_sequences(split.train_sequences(), split.num_items, L),
+    "sasrec-ce": lambda ds, split, L: SASRec(split.num_items, L, loss="ce"),
+    "sasrec-bce": lambda ds, split, L: SASRec(split.num_items, L, loss="bce"),
+    "bert4rec": lambda ds, split, L: BERT4Rec(split.num_items, L),
+    "fdsa": lambda ds, split, L: FDSA(split.num_items, *item_attributes(ds), max_length=L),
+}
+
+# training settings that differ per model: the BCE loss learns from one negative per position,
+# so an epoch is cheap (~4 s on Beauty) and many are needed; validating every 5th keeps the
+# validation passes from dominating its time
+TRAINING: dict[str, dict[str, Any]] = {"sasrec-bce": {"eval_every": 5, "patience": 4}}
+
+# published test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (shared/data/README.md);
+# None where the source does not report a metric
+PUBLISHED: dict[str, dict[str, dict[str, Any]]] = {
+    "beauty": {
+        "sasrec-bce": {"source": "S3-Rec table (SASRec)", "values": [0.0387, 0.0249, 0.0605, 0.0318]},
+        "bert4rec": {"source": "S3-Rec table", "values": [0.0203, 0.0124, 0.0347, 0.0170]},
+        "fdsa": {"source": "S3-Rec table", "values": [0.0267, 0.0163, 0.0407, 0.0208]},
+        "sasrec-ce": {"source": "RecBole tracker, full-softmax CE (approximate)",
+                      "values": [None, None, 0.083, 0.042]},
+    },
+}
+
+
+def check_models(models: Sequence[str]) -> list[str]:
+    """The model names, lower-cased; an unknown one raises :class:`UnknownModelError`."""
+    names = [m.strip().lower() for m in models if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown or not names:
+        what = f"unknown baseline model(s) {unknown}" if unknown else "no baseline model given"
+        raise UnknownModelError(
+            f"{what}; expected a comma-separated subset of {', '.join(MODELS)} (TIGER is not a "
+            "baseline of this runner yet)"
+        )
+    return names
+
+
+def evaluate_model(model: SequentialRecommender, split: Split) -> dict[str, dict[str, float]]:
+    """Validation and test metrics, seen items kept and excluded, all through ``evaluate``."""
+    out = {}
+    for part, examples in (("valid", split.valid), ("test", split.test)):
+        for exclude in (False, True):
+            means = evaluate(examples, scores=model.score_fn(examples), ks=(5, 10),
+                             exclude_seen=exclude, num_items=model.num_items,
+                             progress=False).means()  # fmt: skip
+            out[part + ("_exclude_seen" if exclude else "")] = {k: means[k] for k in METRICS}
+    return out
+
+
+def run_model(
+    name: str, dataset: Dataset, split: Split, config: BaselineTrainConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Build, train (select on validation) and test one baseline; its JSON record."""
+    start = time.perf_counter()
+    config = replace(config, **TRAINING.get(name, {}))
+    set_seed(config.seed)
+    model = MODELS[name](dataset, split, config.max_length)
+    trained = fit(model, split, config, progress=progress)
+    t = time.perf_counter()
+    results = evaluate_model(model, split)
+    evaluate_seconds = time.perf_counter() - t
+    return {
+        "model": name,
+        "class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "hyperparameters": _hyperparameters(model),
+        "train_config": config.to_dict(),
+        "training": {
+            "best_epoch": trained.best_epoch,
+            "epochs": trained.epochs,
+            "stopped": trained.stopped,
+            "log": trained.log,
+        },
+        "seconds": {"train": trained.seconds, "evaluate": evaluate_seconds,
+                    "total": time.perf_counter() - start},  # fmt: skip
+        "results": results,
+        "published": PUBLISHED.get(dataset.name, {}).get(name),
+    }
+
+
+def _hyperparameters(model: SequentialRecommender) -> dict[str, Any]:
+    keys = ("num_items", "max_length", "loss_kind", "mask_prob", "hidden")
+    out = {k: getattr(model, k) for k in keys if hasattr(model, k)}
+    dropouts = {m.p for m in model.modules() if isinstance(m, (torch.nn.Dropout, Dropout))}
+    if dropouts:
+        out["dropout"] = sorted(dropouts)
+    blocks = [m for m in model.modules() if type(m).__name__ == "Block"]
+    if blocks:
+        out["blocks"] = len(blocks)
+        out["heads"] = blocks[0].attn.heads
+        out["hidden"] = blocks[0].ln1.normalized_shape[0]
+    return out
+
+
+def run_benchmark(
+    dataset_name: str,
+    models: Sequence[str],
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    config: BaselineTrainConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and test ``models`` on ``dataset_name``; write and return the JSON record."""
+    names = check_models(models)
+    config = config or BaselineTrainConfig()
+    dataset = load_dataset(dataset_name, data_dir)
+    split = leave_one_out(dataset.log, history_length=config.max_length)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"baselines_{dataset.name}.json"
+    previous = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
+    records = dict(previous)
+    for name in names:
+        records[name] = run_model(name, dataset, split, config, progress)
+        result = {
+            "benchmark": "baselines",
+            "dataset": dataset.name,
+            **environment(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "protocol": "leave-one-out (last item test, second-to-last validation), history "
+                        f"{config.max_length}, full ranking over {split.num_items} items; model "
+                        "selected on validation Recall@10 (seen items kept); test once",
+            "split": split.summary(),
+            "train_config": config.to_dict(),
+            "note": "wall times measured on a shared 2-core CPU (another job may run beside it)",
+            "models": {m: records[m] for m in [*MODELS, *records] if m in records},
+        }
+        path.write_text(json.dumps(result, indent=2, default=str))
+        (out / f"baselines_{dataset.name}.md").write_text(markdown_table(result))
+        if progress:
+            print(markdown_row(records[name]), flush=True)
+    return result
+
+
+def _fmt(values: Sequence[float | None]) -> str:
+    return " / ".join("—" if v is None else f"{v:.4f}" for v in values)
+
+
+def markdown_row(r: dict[str, Any]) -> str:
+    res = r["results"]
+    published = r.get("published")
+    pub = f"{_fmt(published['values'])} ({published['source']})" if published else "—"
+    t = r["training"]
+    return (f"| {r['model']} | {_fmt([res['test'][k] for k in METRICS])} | "
+            f"{_fmt([res['test_exclude_seen'][k] for k in METRICS])} | {pub} | "
+            f"{res['valid']['recall@10']:.4f} | {t['best_epoch']} / {t['epochs']} | "
+            f"{r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} |")  # fmt: skip
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The comparison table of one dataset, published numbers beside ours."""
+    head = (
+        f"# Baselines on {result['dataset']}\n\n{result['protocol']}. Commit {result['commit']}; "
+        f"{result['machine']['cpu']}, {result['note']}.\n\n"
+        "| model | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | published "
+        "| valid R@10 | best epoch / epochs | train s | evaluate s |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    return head + "".join(markdown_row(r) + "\n" for r in result["models"].values())
+
