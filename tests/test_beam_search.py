@@ -11,7 +11,7 @@ import torch
 from onerec.data.ragged import Ragged
 from onerec.exceptions import GenerationError
 from onerec.generation import beam_search_items, beam_search_sessions
-from onerec.model import OneRec, OneRecConfig, pad_history
+from onerec.model import OneRec, OneRecConfig, pad_features, pad_history
 from onerec.tokenizer import SemanticIds
 
 SIZES = [4, 4, 4]
@@ -222,3 +222,21 @@ def test_small_catalog_sessions_need_enough_items():
     model = peaky_model()
     with pytest.raises(GenerationError, match="distinct items"):
         beam_search_sessions(model, HISTORY.take(np.array([1])), [0], ids, 4, 4)
+
+
+def test_side_features_reach_generation():
+    """A model with side features ranks from them: changing a history item's features changes
+    the scores, and a Ragged history with per-item features equals the padded layout."""
+    ids = catalog(40)
+    model = peaky_model(history_features=2)
+    history = Ragged.from_lists([[1, 2, 3], [5]])
+    feats = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    users = np.array([0, 1])
+    a = beam_search_items(model, history, users, ids, 8, 5, history_features=feats)
+    padded = pad_history(history, model.config.max_history)
+    b = beam_search_items(model, padded, users, ids, 8, 5,
+                          history_features=pad_features(history, feats, 20))  # fmt: skip
+    assert torch.equal(a.items, b.items)
+    assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5)
+    c = beam_search_items(model, history, users, ids, 8, 5, history_features=feats + 3.0)
+    assert not torch.allclose(a.log_probs, c.log_probs, atol=1e-3)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from onerec.data.ragged import Ragged
 from onerec.exceptions import ConfigError, ModelError
-from onerec.model import PRESETS, OneRec, OneRecConfig, TokenLayout, pad_history
+from onerec.model import PRESETS, OneRec, OneRecConfig, TokenLayout, pad_features, pad_history
 from onerec.tokenizer import SemanticIds
 
 SIZES = [4, 4, 4]
@@ -219,6 +220,54 @@ def test_a_target_never_sees_later_items():
     base = target_loss([10, 20, 25, 30, 40, 50])
     assert target_loss([10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
     assert target_loss([11, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-6)
+
+
+def test_side_features_change_the_encoding_without_leaking_the_future():
+    """Per-item side features reach the model; a target still sees none of its own item's."""
+    ids = catalog()
+    model = tiny(history_features=2).eval()
+    users = torch.tensor([2])
+    starts = torch.zeros(1, 6, dtype=torch.bool)
+    starts[0, 3] = True
+    tokens, mask = model.layout.encode_history(torch.tensor([[10, 20, 25, 30, 40, 50]]), ids.codes)
+    feats = torch.randn(1, 6, 2, generator=torch.Generator().manual_seed(0))
+
+    def target_loss(f: torch.Tensor) -> float:
+        with torch.no_grad():
+            return model.sequence_loss(tokens, mask, users, 1, starts=starts, features=f).ntp.item()
+
+    base = target_loss(feats)
+    later = feats.clone()
+    later[0, 3:] += 5.0  # the target's own item and after: its watch time is not known yet
+    assert target_loss(later) == pytest.approx(base, abs=1e-6)
+    earlier = feats.clone()
+    earlier[0, 1] += 5.0
+    assert target_loss(earlier) != pytest.approx(base, abs=1e-6)
+
+
+def test_side_features_are_required_exactly_when_configured():
+    ids = catalog()
+    plain, with_features = tiny(), tiny(history_features=3)
+    tokens, mask, users, _ = batch(plain, ids)
+    b, n = mask.shape
+    with pytest.raises(ModelError, match="reads none"):
+        plain.encode(tokens, mask, users, torch.zeros(b, n, 3))
+    with pytest.raises(ModelError, match="3 side features"):
+        with_features.encode(tokens, mask, users)
+    with pytest.raises(ModelError, match="3 side features"):
+        with_features.encode(tokens, mask, users, torch.zeros(b, n, 2))
+    memory, _ = with_features.encode(tokens, mask, users, torch.zeros(b, n, 3))
+    assert memory.shape[:2] == (b, 1 + n * len(SIZES))
+
+
+def test_pad_features_follows_pad_history():
+    history = Ragged.from_lists([[1, 2, 3], [], [7]])
+    feats = np.arange(8, dtype=np.float32).reshape(4, 2)  # one row per history item
+    padded = pad_features(history, feats, max_len=2)
+    assert pad_history(history, 2).tolist() == [[2, 3], [-1, -1], [-1, 7]]
+    assert padded.tolist() == [[[2, 3], [4, 5]], [[0, 0], [0, 0]], [[0, 0], [6, 7]]]
+    with pytest.raises(ModelError, match="Ragged history"):
+        pad_features(history, feats[:3], max_len=2)
 
 
 # --- config and sizes ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from onerec.data.examples import Examples
 from onerec.data.ragged import Ragged
 from onerec.exceptions import GenerationError
 from onerec.model.onerec import DecoderCache, OneRec
-from onerec.model.tokens import TokenLayout, pad_history
+from onerec.model.tokens import TokenLayout, pad_features, pad_history
 from onerec.tokenizer.residual import SemanticIds
 from onerec.tokenizer.trie import SemanticIdTrie
 
@@ -59,6 +59,7 @@ def beam_search_items(
     top_k_items: int,
     exclude_items: Ragged | Sequence[Sequence[int]] | None = None,
     *,
+    history_features: Tensor | np.ndarray | None = None,
     use_cache: bool = True,
 ) -> Beams:
     """The ``top_k_items`` most likely next items ``(B, top_k_items)`` of every user, best first.
@@ -66,6 +67,8 @@ def beam_search_items(
     ``history``: item ids per user, oldest first (a Ragged, or a (B, n) array padded with -1
     on the left); ``user_ids`` (B,); ``exclude_items``: items never to return, per user (for
     example ``Examples.seen``). ``beam_size`` >= ``top_k_items``: each beam ends as one item.
+    ``history_features``: side features of the history items, for a model built with
+    ``history_features > 0`` (layout: :func:`onerec.model.tokens.pad_features`).
     """
     _check_count("beam_size", beam_size)
     _check_count("top_k_items", top_k_items)
@@ -80,7 +83,7 @@ def beam_search_items(
         )
     with _inference(model):
         memory, memory_mask, trie, banned = _prepare(
-            model, history, user_ids, semantic_ids, exclude_items
+            model, history, user_ids, semantic_ids, exclude_items, history_features
         )
         items, scores, codes = _search(
             model, memory, memory_mask, trie, beam_size, 1, banned, use_cache
@@ -98,6 +101,7 @@ def beam_search_sessions(
     n_items: int | None = None,
     exclude_items: Ragged | Sequence[Sequence[int]] | None = None,
     *,
+    history_features: Tensor | np.ndarray | None = None,
     use_cache: bool = True,
 ) -> Beams:
     """``beam_size`` sessions of ``n_items`` distinct items per user: items ``(B, beam, m)``
@@ -121,7 +125,7 @@ def beam_search_sessions(
         )
     with _inference(model):
         memory, memory_mask, trie, banned = _prepare(
-            model, history, user_ids, semantic_ids, exclude_items
+            model, history, user_ids, semantic_ids, exclude_items, history_features
         )
         items, scores, codes = _search(
             model, memory, memory_mask, trie, beam_size, n_items, banned, use_cache
@@ -263,6 +267,7 @@ def _prepare(
     user_ids: Any,
     semantic_ids: SemanticIds,
     exclude_items: Ragged | Sequence[Sequence[int]] | None,
+    history_features: Tensor | np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor, SemanticIdTrie, Tensor | None]:
     """Encoder memory and mask, the trie on the model's device, and the exclusion keys."""
     if list(semantic_ids.level_sizes) != list(model.config.level_sizes):
@@ -286,7 +291,10 @@ def _prepare(
             f"{tuple(users.shape)} of {users.dtype}"
         )
     tokens, mask = model.layout.encode_history(items, semantic_ids.codes)
-    memory, memory_mask = model.encode(tokens, mask, users.long())
+    features = None
+    if history_features is not None:
+        features = pad_features(history, history_features, model.config.max_history).to(device)
+    memory, memory_mask = model.encode(tokens, mask, users.long(), features)
     banned = _exclusion_keys(exclude_items, b, semantic_ids.n_items, device)
     return memory, memory_mask, semantic_ids.trie, banned
 

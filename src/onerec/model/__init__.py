@@ -10,7 +10,7 @@ from onerec.model.onerec import (
     RMSNorm,
     SwiGLU,
 )
-from onerec.model.tokens import TokenLayout, pad_history
+from onerec.model.tokens import TokenLayout, pad_features, pad_history
 
 __all__ = [
     "MOE_BALANCE_MODES",
@@ -24,5 +24,6 @@ __all__ = [
     "RMSNorm",
     "SwiGLU",
     "TokenLayout",
+    "pad_features",
     "pad_history",
 ]

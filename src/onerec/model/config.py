@@ -60,6 +60,9 @@ class OneRecConfig:
     ``max_history``: most history items a target sees (and the encoder's attention window, in
     items); ``max_session_items``: the longest session generation returns by default (the
     paper's m = 5); ``n_user_buckets``: rows of the hashed user-id embedding.
+    ``history_features``: side features per history item (for example the time gap before it,
+    its watch time, like or follow), projected to d_model and added to every token of the item;
+    0 reads semantic IDs alone.
     ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
     attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
@@ -78,6 +81,7 @@ class OneRecConfig:
     bias_update_rate: float = 1e-3
     dropout: float = 0.0
     max_history: int = 50
+    history_features: int = 0  # numbers per history item (time gap, feedback); 0 = none
     max_session_items: int = 5
     n_user_buckets: int = 1024
     rel_buckets: int = 32
@@ -113,6 +117,10 @@ class OneRecConfig:
             raise ConfigError(
                 f"rel_max_distance ({self.rel_max_distance}) must exceed rel_buckets // 2 "
                 f"({self.rel_buckets // 2}): the exact buckets cover that many distances"
+            )
+        if not _is_int(self.history_features) or self.history_features < 0:
+            raise ConfigError(
+                f"history_features must be an int >= 0, got {self.history_features!r}"
             )
         if not _is_int(self.n_experts) or self.n_experts < 0:
             raise ConfigError(f"n_experts must be an int >= 0, got {self.n_experts!r}")

@@ -303,6 +303,8 @@ class OneRec(nn.Module):
         self.tok_emb = nn.Embedding(self.layout.vocab_size, d)
         self.user_emb = nn.Embedding(config.n_user_buckets, d)
         self.enc_level = nn.Embedding(n_levels, d)
+        f = config.history_features
+        self.feature_proj = nn.Linear(f, d, bias=False) if f else None
         # relative-position biases, one value per head: item distance in the encoder, recency of
         # a history item seen from a target in cross-attention (the last row: the user token),
         # T5's distance buckets in decoder self-attention
@@ -327,7 +329,11 @@ class OneRec(nn.Module):
 
     # --- encoder ------------------------------------------------------------------------------
     def encode(
-        self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor
+        self,
+        history_tokens: Tensor,
+        history_mask: Tensor,
+        user_ids: Tensor,
+        features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Encoder memory ``(B, 1 + n*L', d)`` and its mask (True = a real token).
 
@@ -337,6 +343,8 @@ class OneRec(nn.Module):
         buckets: collision-free while there are no more users than buckets); -1 for a user the
         model has not seen (the user token is then a zero vector). ``n`` may exceed
         ``max_history``: each item then sees only the ``max_history`` items up to itself.
+        ``features`` (B, n, history_features): side features of every history item (zeros on
+        padding), required exactly when the config has ``history_features > 0``.
         """
         c = self.config
         if history_tokens.ndim != 3 or history_tokens.shape[2] != c.n_levels:
@@ -351,6 +359,8 @@ class OneRec(nn.Module):
         if tuple(user_ids.shape) != (b,) or user_ids.dtype.is_floating_point:
             raise ModelError(f"user_ids must be ({b},) integers, got {tuple(user_ids.shape)}")
         x = self.tok_emb(history_tokens) + self.enc_level.weight  # (B, n, L', d)
+        if self.feature_proj is not None or features is not None:
+            x = x + self._feature_embedding(features, b, n).unsqueeze(2)
         user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets))
         user = (user * (user_ids >= 0).unsqueeze(1)).unsqueeze(1)  # -1: anonymous, a zero vector
         x = torch.cat([user, x.reshape(b, n * n_levels, -1)], dim=1)  # (B, S = 1 + n*L', d)
@@ -361,6 +371,22 @@ class OneRec(nn.Module):
         for block in self.encoder:
             x = block(x, bias)
         return self.enc_norm(x), mask
+
+    def _feature_embedding(self, features: Tensor | None, b: int, n: int) -> Tensor:
+        """``(B, n, d)``: the projection of every history item's side features."""
+        f = self.config.history_features
+        if self.feature_proj is None:
+            raise ModelError(
+                "features were given but the model reads none: build it with history_features="
+                "<numbers per item> to use side features"
+            )
+        if features is None or tuple(features.shape) != (b, n, f):
+            got = None if features is None else tuple(features.shape)
+            raise ModelError(
+                f"the model reads {f} side features per history item: pass features of shape "
+                f"(B, n, {f}) = {(b, n, f)}, got {got}"
+            )
+        return self.feature_proj(features.to(self.feature_proj.weight.dtype))
 
     def _token_columns(self, n: int, device: torch.device) -> Tensor:
         """The item column ``(n * L',)`` of every history token after the user token."""
@@ -456,10 +482,15 @@ class OneRec(nn.Module):
         return F.linear(hidden, weight)
 
     def forward(
-        self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor, decoder_input: Tensor
+        self,
+        history_tokens: Tensor,
+        history_mask: Tensor,
+        user_ids: Tensor,
+        decoder_input: Tensor,
+        features: Tensor | None = None,
     ) -> Tensor:
         """Logits ``(B, T, vocab)`` of every decoder position (teacher forcing)."""
-        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids)
+        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features)
         return self.logits(self.decode(memory, memory_mask, decoder_input))
 
     # --- training objective ---------------------------------------------------------------------
@@ -475,7 +506,12 @@ class OneRec(nn.Module):
         return torch.stack(out, dim=-1)
 
     def code_log_probs(
-        self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor, codes: Tensor
+        self,
+        history_tokens: Tensor,
+        history_mask: Tensor,
+        user_ids: Tensor,
+        codes: Tensor,
+        features: Tensor | None = None,
     ) -> Tensor:
         """``log p(code | history, earlier codes)`` ``(B, m, L')`` of sessions ``codes``.
 
@@ -483,15 +519,20 @@ class OneRec(nn.Module):
         is the session's log-probability under the model (what beam search scores).
         """
         codes = codes.long()
-        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids)
+        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features)
         hidden = self.decode(memory, memory_mask, self.layout.session_input(codes, as_codes=True))
         return self._level_log_probs(hidden, codes)
 
     def loss(
-        self, history_tokens: Tensor, history_mask: Tensor, user_ids: Tensor, codes: Tensor
+        self,
+        history_tokens: Tensor,
+        history_mask: Tensor,
+        user_ids: Tensor,
+        codes: Tensor,
+        features: Tensor | None = None,
     ) -> LossOutput:
         """Next-token loss of given target sessions ``codes`` (B, m, L') after each history."""
-        logp = self.code_log_probs(history_tokens, history_mask, user_ids, codes)
+        logp = self.code_log_probs(history_tokens, history_mask, user_ids, codes, features)
         return self._loss_output(-logp.sum(), logp.numel(), None)
 
     def sequence_loss(
@@ -503,6 +544,7 @@ class OneRec(nn.Module):
         starts: Tensor | None = None,
         segments: Tensor | None = None,
         normalizer: float | None = None,
+        features: Tensor | None = None,
     ) -> LossOutput:
         """Next-token loss of every target in whole sequences, from one encoder pass.
 
@@ -514,12 +556,13 @@ class OneRec(nn.Module):
         that is not context); with ``segments`` (B, n), a target ends where the segment (the
         session id) changes. ``normalizer``: divide the summed loss by this instead of the
         number of code positions here (data-parallel training divides by the global number).
+        ``features`` (B, n, history_features): side features of every item, as in :meth:`encode`.
         """
         b, n, n_levels = tokens.shape
         if n < 2:
             raise ModelError(f"sequences need at least 2 columns (a history and a target), got {n}")
         m = session_items
-        memory, memory_mask = self.encode(tokens, mask, user_ids)
+        memory, memory_mask = self.encode(tokens, mask, user_ids, features)
         mask = mask.bool()
         cols = torch.arange(1, n, device=tokens.device)  # (G,) target starts
         valid = mask[:, 1:] & mask[:, :-1]  # (B, G) an item, and an item before it

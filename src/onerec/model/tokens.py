@@ -189,3 +189,32 @@ def pad_history(history: Ragged | Tensor | np.ndarray, max_len: int) -> Tensor:
     if padded.shape[1] > max_len:
         padded = padded[:, -max_len:]
     return padded
+
+
+def pad_features(
+    history: Ragged | Tensor | np.ndarray, features: Tensor | np.ndarray, max_len: int
+) -> Tensor:
+    """Side features laid out like :func:`pad_history`: ``(B, n, F)`` float32, zeros on padding.
+
+    With a :class:`Ragged` history, ``features`` is ``(len(history.values), F)``: row i belongs
+    to ``history.values[i]``. With a padded ``(B, n)`` history, ``features`` is ``(B, n, F)``.
+    """
+    feats = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features)
+    feats = feats.float()
+    if isinstance(history, Ragged):
+        if feats.ndim != 2 or feats.shape[0] != len(history.values):
+            raise ModelError(
+                f"with a Ragged history, features must be (history items = "
+                f"{len(history.values)}, F), got {tuple(feats.shape)}"
+            )
+        index = Ragged(np.arange(len(history.values), dtype=np.int64), history.offsets)
+        rows = pad_history(index, max_len)  # (B, n), -1 on padding
+        table = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])  # row -1: zeros
+        return table[rows]
+    shape = tuple(torch.as_tensor(history).shape)
+    n = shape[1] if len(shape) == 2 else -1
+    if feats.ndim != 3 or tuple(feats.shape[:2]) != (shape[0], n):
+        raise ModelError(
+            f"with a padded (B, n) history, features must be (B, n, F), got {tuple(feats.shape)}"
+        )
+    return feats[:, -max_len:] if n > max_len else feats
