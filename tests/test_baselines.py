@@ -1,0 +1,259 @@
+"""Baselines: every model honours one contract, learns a deterministic sequence, and is measured
+by the same evaluation code; bad input stops with a named error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onerec.baselines import (
+    BERT4Rec,
+    FDSA,
+    BaselineTrainConfig,
+    Popularity,
+    SASRec,
+    SequentialRecommender,
+    fit,
+    item_attributes,
+    run_benchmark,
+)
+from onerec.baselines.base import pad_histories, sequence_batches
+from onerec.baselines.benchmark import check_models
+from onerec.baselines.sasrec import _FullSoftmaxCE
+from onerec.baselines.train import length_batches, set_seed
+from onerec.cli import main
+from onerec.data.examples import Examples
+from onerec.data.ragged import Ragged
+from onerec.data.readers import RawInteractions, assemble
+from onerec.data.splits import leave_one_out
+from onerec.evaluation import evaluate
+from onerec.exceptions import (
+    BaselineError,
+    ConfigError,
+    MissingItemAttributesError,
+    UnknownModelError,
+)
+
+N_ITEMS = 12
+
+
+def cycle_dataset(n_users: int = 60, length: int = 10, attributes: bool = True, seed: int = 0):
+    """Each user walks the cycle 0 -> 1 -> ... -> N-1 -> 0 from a random start: the next item is
+    always the current one plus one, so a sequential model can rank it first."""
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for u in range(n_users):
+        start = int(rng.integers(N_ITEMS))
+        for t in range(length):
+            users.append(u), items.append((start + t) % N_ITEMS), times.append(t)
+    raw = RawInteractions(np.array(users), np.array(items), np.array(times, dtype=np.float64))
+    features = []
+    if attributes:  # two attributes per item: its parity and its third
+        ids = np.arange(N_ITEMS)
+        attrs = pa.array([[int(i % 2), 2 + int(i % 3)] for i in ids], pa.list_(pa.int64()))
+        features.append(pa.table({"id": ids, "attributes": attrs}))
+    return assemble("cycle", raw, item_features=features)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return cycle_dataset()
+
+
+@pytest.fixture(scope="module")
+def split(dataset):
+    return leave_one_out(dataset.log, history_length=8)
+
+
+def small_model(name: str, dataset, split) -> SequentialRecommender:
+    n = split.num_items
+    kw = dict(max_length=8, hidden=32, layers=1, heads=2, dropout=0.1)
+    if name == "pop":
+        return Popularity.from_sequences(split.train_sequences(), n, max_length=8)
+    if name == "sasrec-ce":
+        return SASRec(n, loss="ce", **kw)
+    if name == "sasrec-bce":
+        return SASRec(n, loss="bce", **kw)
+    if name == "bert4rec":
+        return BERT4Rec(n, mask_prob=0.3, **kw)
+    if name == "fdsa":
+        return FDSA(n, *item_attributes(dataset), **kw)
+    raise AssertionError(name)
+
+
+ALL = ["pop", "sasrec-ce", "sasrec-bce", "bert4rec", "fdsa"]
+LEARNED = ALL[1:]
+FAST = BaselineTrainConfig(max_length=8, batch_size=16, lr=5e-3, epochs=60, patience=100,
+                           eval_every=60, max_seconds=None)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_each_model_learns_the_cycle(name, dataset, split):
+    set_seed(0)
+    model = small_model(name, dataset, split)
+    # the cloze task teaches next-item prediction only through its masked last items: slower
+    config = FAST if name != "bert4rec" else BaselineTrainConfig(**{**FAST.to_dict(), "epochs": 150, "eval_every": 150})
+    result = fit(model, split, config, progress=False)
+    losses = [e["loss"] for e in result.log]
+    assert losses[-1] < 0.5 * losses[0], losses
+    top = model.rank(split.test, k=1)[:, 0].numpy()
+    assert (top == split.test.target.values).mean() >= 0.95
+    assert result.best_valid["recall@10"] == 1.0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_model_honours_the_contract(name, dataset, split):
+    set_seed(0)
+    model = small_model(name, dataset, split)
+    assert isinstance(model, SequentialRecommender)
+    ex = split.test
+    s = model.scores(ex.history, ex.user)
+    assert s.shape == (len(ex), split.num_items) and s.dtype == torch.float32
+    assert torch.isfinite(s).all()
+    # a padded (B, L) tensor of item indices (-1 padding) gives the same scores
+    padded = torch.from_numpy(ex.history.to_padded(5, pad=-1, align="right"))
+    assert torch.allclose(model.scores(padded, ex.user), model.scores(ex.history.tail(5), ex.user))
+    # rank is topk of the same scores; evaluation from ranked lists equals from scores
+    ranked = model.rank(ex, k=10)
+    assert torch.equal(ranked[:, 0], s.argmax(1)) or name == "pop"
+    by_scores = evaluate(ex, scores=model.score_fn(ex), ks=(5, 10)).means()
+    by_lists = evaluate(ex, ranked=ranked.numpy(), ks=(5, 10)).means()
+    if name != "pop":  # popularity ties: scores count them against the target, lists do not
+        assert by_scores == pytest.approx(by_lists)
+    # exclude_seen never ranks an earlier item
+    ranked = model.rank(ex, k=3, exclude_seen=True)
+    for row, seen in zip(ranked.numpy(), ex.seen):
+        assert not set(row) & set(seen.tolist())
+    # scoring leaves a model in the mode it was in
+    model.train()
+    model.scores(ex.history)
+    assert model.training
+
+
+def test_popularity_ranks_the_most_frequent_training_items(split):
+    model = Popularity(5, np.array([3, 3, 3, 1, 1, 4]))
+    assert not model.trainable
+    rows = Ragged.from_lists([[0], [2, 0]])
+    ex = Examples(np.arange(2), rows, Ragged.from_lists([[1], [3]]), rows)
+    assert model.rank(ex, k=3).tolist() == [[3, 1, 4], [3, 1, 4]]
+    result = fit(Popularity.from_sequences(split.train_sequences(), split.num_items, 8), split,
+                 BaselineTrainConfig(max_length=8), progress=False)  # fmt: skip
+    assert result.epochs == 0 and result.stopped == "nothing to train"
+
+
+def test_training_is_deterministic_for_a_seed(dataset, split):
+    config = BaselineTrainConfig(max_length=8, batch_size=16, epochs=3, eval_every=1,
+                                 max_seconds=None)  # fmt: skip
+    logs = []
+    for _ in range(2):
+        set_seed(7)
+        model = small_model("sasrec-bce", dataset, split)
+        logs.append([e["loss"] for e in fit(model, split, config, progress=False).log])
+    assert logs[0] == logs[1]
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(dataset, split):
+    set_seed(0)
+    model = small_model("sasrec-ce", dataset, split)
+    config = BaselineTrainConfig(max_length=8, batch_size=16, lr=5e-3, epochs=40, patience=2,
+                                 max_seconds=None)  # fmt: skip
+    result = fit(model, split, config, progress=False)
+    assert result.stopped == "patience"
+    best = max(e["valid_recall@10"] for e in result.log)
+    assert result.best_valid["recall@10"] == best
+    again = evaluate(split.valid, scores=model.score_fn(split.valid)).means()["recall@10"]
+    assert again == best  # the model holds the selected epoch
+
+
+def test_full_softmax_loss_matches_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (7,), generator=g)
+    ours = _FullSoftmaxCE.apply(h, w, t)
+    ours.backward()
+    grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy(h @ w.T, t)
+    ref.backward()
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()))
+    assert torch.allclose(grads[0], h.grad) and torch.allclose(grads[1], w.grad)
+
+
+def test_batches_are_right_aligned_and_grouped_by_length():
+    seqs = Ragged.from_lists([[0, 1, 2], [4], [5, 6], [7, 8, 9, 10]])
+    assert pad_histories(seqs, 3).tolist() == [[1, 2, 3], [0, 0, 5], [0, 6, 7], [9, 10, 11]]
+    batch = sequence_batches(seqs, np.array([1, 2]), max_length=5)
+    assert batch.tokens.tolist() == [[0, 5], [6, 7]]  # as wide as the longest row, no wider
+    rows = np.arange(4)
+    batches = length_batches(rows, seqs.lengths, 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == [0, 1, 2, 3]
+    assert sorted(sorted(b.tolist()) for b in batches) == [[0, 3], [1, 2]]
+
+
+def test_fdsa_reads_attributes_and_needs_them(dataset):
+    attrs, n = item_attributes(dataset)
+    assert len(attrs) == dataset.num_items and n == 5
+    bare = cycle_dataset(attributes=False)
+    with pytest.raises(MissingItemAttributesError, match="FDSA needs item attributes"):
+        item_attributes(bare)
+
+
+def test_named_errors_for_bad_input(split):
+    with pytest.raises(UnknownModelError, match="tiger"):
+        check_models(["sasrec-ce", "tiger"])
+    with pytest.raises(UnknownModelError):
+        check_models([])
+    with pytest.raises(BaselineError, match="loss"):
+        SASRec(10, loss="hinge")
+    with pytest.raises(BaselineError, match="dropout"):
+        SASRec(10, dropout=1.5)
+    with pytest.raises(BaselineError, match="divisible"):
+        SASRec(10, hidden=30, heads=4)
+    model = SASRec(10, max_length=4)
+    with pytest.raises(BaselineError, match="history items"):
+        model.scores(Ragged.from_lists([[3, 10]]))
+    with pytest.raises(BaselineError, match="history must be"):
+        model.scores(torch.zeros(2, 3))
+    with pytest.raises(BaselineError, match="k must be"):
+        model.rank(split.test, k=0)
+    with pytest.raises(ConfigError, match="patience"):
+        BaselineTrainConfig(patience=0)
+    with pytest.raises(ConfigError, match="max_length"):
+        fit(SASRec(split.num_items, max_length=8), split, BaselineTrainConfig(max_length=50))
+
+
+def test_run_benchmark_writes_one_table(dataset, tmp_path):
+    folder = dataset.save(tmp_path / "cycle")
+    config = BaselineTrainConfig(max_length=8, batch_size=32, epochs=2, max_seconds=None)
+    out = tmp_path / "out"
+    run_benchmark(str(folder), ["pop", "sasrec-ce"], out, config=config, progress=False)
+    run_benchmark(str(folder), ["fdsa"], out, config=config, progress=False)  # kept beside
+    result = json.loads((out / "baselines_cycle.json").read_text())
+    assert list(result["models"]) == ["pop", "sasrec-ce", "fdsa"]
+    for record in result["models"].values():
+        for part in ("valid", "test", "valid_exclude_seen", "test_exclude_seen"):
+            assert set(record["results"][part]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+        assert record["seconds"]["train"] >= 0
+    assert result["commit"] is not None and "machine" in result
+    table = (out / "baselines_cycle.md").read_text()
+    assert "| sasrec-ce |" in table and "| fdsa |" in table and "published" in table
+    with pytest.raises(UnknownModelError):
+        run_benchmark(str(folder), ["sasrec"], out, config=config, progress=False)
+
+
+def test_cli_benchmark(dataset, tmp_path, capsys):
+    folder = dataset.save(tmp_path / "cycle")
+    out = tmp_path / "out"
+    args = ["benchmark", "--dataset", str(folder), "--models", "pop", "--out", str(out),
+            "--max-length", "8", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert "| pop |" in capsys.readouterr().out
+    assert (out / "baselines_cycle.json").exists()
+    assert main(["benchmark", "--dataset", str(folder), "--models", "gru4rec", "--out", str(out)]) == 2
+    assert "gru4rec" in capsys.readouterr().err
