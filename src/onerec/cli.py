@@ -228,20 +228,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    from onerec.baselines.benchmark import run_benchmark
-    from onerec.baselines.train import BaselineTrainConfig
-
-    config = BaselineTrainConfig(
-        max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
-        patience=args.patience, max_seconds=args.max_seconds, seed=args.seed,
-    )  # fmt: skip
-    result = run_benchmark(args.dataset, args.models.split(","), args.out,
-                           data_dir=args.data_dir, config=config, progress=not args.quiet)  # fmt: skip
-    print((Path(args.out) / f"baselines_{result['dataset']}.md").read_text())
-    return 0
-
-
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
 
@@ -348,24 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=cmd_recommend)
-
-    bench = sub.add_parser("benchmark", help="train and test baselines (SASRec, BERT4Rec, FDSA, "
-                           "popularity) on one leave-one-out split, in one table")
-    bench.add_argument("--dataset", required=True, help="dataset name (beauty, yelp, ...) or folder")
-    _add_data_dir(bench)
-    bench.add_argument("--models", default="pop,sasrec-ce,sasrec-bce,bert4rec,fdsa",
-                       help="comma-separated: pop, sasrec-ce, sasrec-bce, bert4rec, fdsa")
-    bench.add_argument("--out", required=True, help="folder for baselines_<dataset>.json and .md")
-    bench.add_argument("--max-length", type=int, default=50, help="history items read")
-    bench.add_argument("--batch-size", type=int, default=256, help="sequences per step")
-    bench.add_argument("--lr", type=float, default=1e-3)
-    bench.add_argument("--epochs", type=int, default=200)
-    bench.add_argument("--patience", type=int, default=5, help="validations without improvement")
-    bench.add_argument("--max-seconds", type=float, default=1140.0,
-                       help="training time cap per model (the best epoch so far is kept)")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    bench.set_defaults(func=cmd_benchmark)
 
     bench = sub.add_parser("benchmark", help="train and test baselines (SASRec, BERT4Rec, FDSA, "
                            "popularity) on one leave-one-out split, in one table")
