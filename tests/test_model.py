@@ -300,7 +300,9 @@ def test_presets_have_their_advertised_sizes():
     assert 0.08e9 < base < 0.13e9 and base_active < 0.6 * base
     large, large_active = size("large", paper)
     assert 0.85e9 < large < 1.2e9 and large_active < 0.4 * large
-    assert set(PRESETS) == {"tiny", "small", "base", "large"}
+    tiger, tiger_active = size("tiger", [256] * 3 + [16])
+    assert 3.5e6 < tiger < 4.5e6 and tiger_active == tiger  # dense
+    assert set(PRESETS) == {"tiny", "small", "tiger", "base", "large"}
 
 
 def test_config_json_round_trip():

@@ -13,6 +13,7 @@ import numpy as np
 
 from onerec import __version__
 from onerec.exceptions import OneRecError
+from onerec.model.config import PRESETS
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(tr)
     tr.add_argument("--tokens", required=True, help="folder written by `onerec tokenize`")
     tr.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
-    tr.add_argument("--preset", default="small", choices=["tiny", "small", "base", "large"])
+    tr.add_argument("--preset", default="small", choices=list(PRESETS))
     tr.add_argument("--model", action="append", metavar="KEY=VALUE",
                     help="override a model config field, e.g. --model n_experts=0 (dense)")
     tr.add_argument("--session-items", type=int, default=1, help="target items per example (m)")

@@ -29,6 +29,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_model=128, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=640,
         n_experts=8, top_k=2, max_history=50, n_user_buckets=1024,
     ),
+    # TIGER (Rajput et al. 2023) as a configuration of this model: dense 4 + 4 layers, d_model
+    # 128, MLP 1024, dropout 0.1, 2,000 hashed user buckets, 20 history items; next-item targets
+    # (m = 1) and RQ-VAE semantic IDs are set by the caller. 4.1M parameters with 3 x 256 codes.
+    # Differences: our encoder is block-causal over items (TIGER's is bidirectional), and 4 heads
+    # of 32 dimensions instead of 6 of 64.
+    "tiger": dict(
+        d_model=128, n_heads=4, encoder_layers=4, decoder_layers=4, d_ff=1024,
+        n_experts=0, max_history=20, n_user_buckets=2000, dropout=0.1,
+    ),
     # sized like the paper's OneRec-0.1B: 24 experts, top-2; 98.8M parameters, 46.9M active
     "base": dict(
         d_model=512, n_heads=8, encoder_layers=4, decoder_layers=4, d_ff=2048,
