@@ -35,12 +35,14 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=1140.0,
                         help="training time cap per model (the best epoch so far is kept)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     config = BaselineTrainConfig(max_length=args.max_length, batch_size=args.batch_size,
                                  lr=args.lr, epochs=args.epochs, patience=args.patience,
-                                 max_seconds=args.max_seconds, seed=args.seed)  # fmt: skip
+                                 max_seconds=args.max_seconds, seed=args.seed,
+                                 device=args.device)  # fmt: skip
     result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
                            config=config, progress=not args.quiet)  # fmt: skip
     print((args.out / f"baselines_{result['dataset']}.md").read_text())
