@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--max-seconds", type=float, default=1140.0,
                         help="training time cap per model (the best epoch so far is kept)")
     parser.add_argument("--seed", type=int, default=0)

@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=256, help="sequences per step")
     bench.add_argument("--lr", type=float, default=1e-3)
     bench.add_argument("--epochs", type=int, default=200)
-    bench.add_argument("--patience", type=int, default=5, help="validations without improvement")
+    bench.add_argument("--patience", type=int, default=10, help="validations without improvement")
     bench.add_argument("--max-seconds", type=float, default=1140.0,
                        help="training time cap per model (the best epoch so far is kept)")
     bench.add_argument("--seed", type=int, default=0)

@@ -35,7 +35,7 @@ class BaselineTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     epochs: int = 200
-    patience: int = 5  # validations without a better Recall@10 before stopping
+    patience: int = 10  # validations without a better Recall@10 before stopping (S3-Rec: 10)
     eval_every: int = 1  # epochs between validations
     eval_users: int | None = None  # validate on a fixed random subset of this size
     max_seconds: float | None = 1140.0  # stop training after this long (then keep the best)
