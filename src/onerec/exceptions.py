@@ -186,3 +186,9 @@ class UnknownModelError(BaselineError):
 
 class MissingItemAttributesError(BaselineError):
     """A model that reads item attributes (FDSA) was given a dataset whose item table has none."""
+
+
+class SimulatorError(OneRecError, ValueError):
+    """The simulator's oracle or response sampler was given users, sessions or times it cannot
+    score: ids out of range, a session array that is not 2-D, padding (-1) before an item, or a
+    time outside [0, 1]."""
