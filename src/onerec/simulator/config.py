@@ -142,8 +142,8 @@ class ResponseConfig:
     affinity_weight: float = 3.0
     affinity_temperature: float = 0.1  # soft maximum over a user's interests
     position_decay: float = 0.04
-    author_fatigue: float = 0.6
-    tag_fatigue: float = 0.25
+    author_fatigue: float = 0.5
+    tag_fatigue: float = 0.2
     coherence_gain: float = 0.5
     coherence_target: float = 0.3
     coherence_width: float = 0.3
