@@ -84,7 +84,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "simulator_speed.json"
     path.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("config", "session_filter")}, indent=2, default=str))
+    brief = {k: v for k, v in result.items() if k not in ("config", "session_filter")}
+    print(json.dumps(brief, indent=2, default=str))
     print(f"wrote {path}")
 
 

@@ -78,7 +78,8 @@ def test_oracle_matches_monte_carlo(sim: Simulator) -> None:
     sessions = rng.integers(sim.num_items, size=(4, 7))
     sessions[3, 5:] = -1  # a shorter session, padded
     draws = 40_000
-    sample = sim.sample_response(np.repeat(users, draws), np.repeat(sessions, draws, axis=0), seed=1)
+    many = np.repeat(sessions, draws, axis=0)
+    sample = sim.sample_response(np.repeat(users, draws), many, seed=1)
     expected = sim.expected_responses(users, sessions)
     for name, exact in expected.items():
         drawn = sample[name].astype(np.float64).reshape(4, draws, 7)
@@ -124,13 +125,16 @@ def test_signal_base_rates_within_tolerance(log: Dataset, sim: Simulator) -> Non
 def test_log_format(log: Dataset, sim: Simulator) -> None:
     lg = log.log
     assert lg.is_sorted()
-    assert set(lg.signals) >= {"watch_time", "duration", "view_through", "like", "follow", "share", "skip"}
+    assert set(lg.signals) >= {
+        "watch_time", "duration", "view_through", "like", "follow", "share", "skip"
+    }
     sizes = np.bincount(lg.session)
     assert sizes.min() >= 5 and sizes.max() <= 10
     s = lg.signals
     # the signals are consistent with each other
     np.testing.assert_array_equal(s["view_through"] == 1, s["watch_time"] >= s["duration"])
-    np.testing.assert_array_equal(s["skip"] == 1, s["watch_time"] < sim.config.response.skip_seconds)
+    skip_s = sim.config.response.skip_seconds
+    np.testing.assert_array_equal(s["skip"] == 1, s["watch_time"] < skip_s)
     assert not np.any((s["skip"] == 1) & ((s["like"] + s["follow"] + s["share"]) > 0))
     np.testing.assert_allclose(s["duration"], sim.catalog.duration[lg.item].astype(np.float32))
     # sessions belong to one user, and videos do not repeat within a session (almost never)
@@ -233,7 +237,8 @@ def test_high_quality_sessions_filter_and_counts(log: Dataset, sim: Simulator) -
     assert rep.sessions_after == report["sessions_after"] == hq.log.num_sessions
     s, sess = hq.log.signals, hq.log.session
     n = int(sess.max()) + 1
-    watched = np.bincount(sess, weights=s["watch_time"] > sim.config.response.skip_seconds, minlength=n)
+    beyond_skip = s["watch_time"] > sim.config.response.skip_seconds
+    watched = np.bincount(sess, weights=beyond_skip, minlength=n)
     total = np.bincount(sess, weights=s["watch_time"], minlength=n)
     positive = np.bincount(sess, weights=(s["like"] + s["follow"] + s["share"]) > 0, minlength=n)
     kept = np.unique(sess)
@@ -248,9 +253,13 @@ def test_calibration_constants_match_kuairand(data_dir) -> None:
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
     m = calibration.measure_kuairand(folder)
-    np.testing.assert_allclose(calibration.DURATION_QUANTILES_S, m["duration_quantiles_s"], rtol=1e-4)
+    np.testing.assert_allclose(
+        calibration.DURATION_QUANTILES_S, m["duration_quantiles_s"], rtol=1e-4
+    )
     np.testing.assert_allclose(calibration.TAG_SHARES, m["tag_shares"], atol=1e-6)
-    np.testing.assert_allclose(calibration.TAGS_PER_VIDEO_SHARES, m["tags_per_video_shares"], atol=1e-4)
+    np.testing.assert_allclose(
+        calibration.TAGS_PER_VIDEO_SHARES, m["tags_per_video_shares"], atol=1e-4
+    )
     assert list(calibration.AUTHOR_SIZE_COUNTS) == m["author_size_counts"]
     shares = {k: v[0] for k, v in calibration.ACTIVITY_LEVELS.items()}
     assert shares == pytest.approx(m["activity_level_shares"], abs=1e-5)
@@ -313,6 +322,8 @@ def test_bad_config_raises_named_error(make, words: str) -> None:
         ([0], [[[0]]], 1.0, "2-D"),
     ],
 )
-def test_bad_oracle_request_raises_named_error(sim: Simulator, users, sessions, time, words) -> None:
+def test_bad_oracle_request_raises_named_error(
+    sim: Simulator, users, sessions, time, words
+) -> None:
     with pytest.raises(SimulatorError, match=words):
         sim.oracle(np.asarray(users), np.asarray(sessions), time)

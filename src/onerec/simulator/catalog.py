@@ -59,7 +59,8 @@ class Catalog:
         (duration, author, tags, main tag as ``category``, content embedding), never the latent
         factors or quality."""
         ids = IdMap(np.arange(self.num_items, dtype=np.int64), "item")
-        tags = [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(self.main_tag, self.second_tag)]
+        pairs = zip(self.main_tag.tolist(), self.second_tag.tolist())
+        tags = [[a] if b < 0 else [a, b] for a, b in pairs]
         return (
             FeatureTable.from_ids(ids)
             .with_column("duration", self.duration.astype(np.float32))

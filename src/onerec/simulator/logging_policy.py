@@ -34,7 +34,9 @@ class LoggingPolicy:
         self.catalog = catalog
         self.users = users
         self.by_tag = np.argsort(catalog.main_tag, kind="stable")
-        self.tag_start = np.searchsorted(catalog.main_tag[self.by_tag], np.arange(catalog.num_tags + 1))
+        self.tag_start = np.searchsorted(
+            catalog.main_tag[self.by_tag], np.arange(catalog.num_tags + 1)
+        )
         self.cum_in_tag = np.cumsum(catalog.popularity[self.by_tag])
         self.cum_global = np.cumsum(catalog.popularity)
 
@@ -81,7 +83,8 @@ class LoggingPolicy:
         pick = (rng.random(len(rows))[:, None] > np.cumsum(weights, axis=1)).sum(1)
         pick = np.minimum(pick, weights.shape[1] - 1)
         tag = self.users.home_tags[user[rows], pick]
-        in_tag = _sample_by_weight(rng, self.cum_in_tag, self.tag_start[tag], self.tag_start[tag + 1])
+        lo, hi = self.tag_start[tag], self.tag_start[tag + 1]
+        in_tag = _sample_by_weight(rng, self.cum_in_tag, lo, hi)
         items[rows, cols] = self.by_tag[in_tag]
 
         items = self._redraw_repeats(items, rng)
@@ -89,7 +92,9 @@ class LoggingPolicy:
         items[np.arange(width)[None, :] >= length[:, None]] = -1
         return items
 
-    def _redraw_repeats(self, items: np.ndarray, rng: np.random.Generator, rounds: int = 3) -> np.ndarray:
+    def _redraw_repeats(
+        self, items: np.ndarray, rng: np.random.Generator, rounds: int = 3
+    ) -> np.ndarray:
         earlier = np.tri(items.shape[1], items.shape[1], -1, dtype=bool)[None]
         for _ in range(rounds):
             repeat = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1)

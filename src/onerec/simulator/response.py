@@ -109,7 +109,9 @@ class ResponseModel:
         self.intercepts = intercepts or Intercepts()
 
     # engagement ------------------------------------------------------------------------------
-    def item_logits(self, users: np.ndarray, items: np.ndarray, time: np.ndarray | float) -> np.ndarray:
+    def item_logits(
+        self, users: np.ndarray, items: np.ndarray, time: np.ndarray | float
+    ) -> np.ndarray:
         """Context-free engagement logit (B, K) of each user for K items: affinity, quality and
         bias, without position or session effects."""
         c = self.config
@@ -156,7 +158,8 @@ class ResponseModel:
 
     def duration_term(self, items: np.ndarray) -> np.ndarray:
         """Completion penalty of long videos: duration_penalty * log(duration / median)."""
-        return self.config.duration_penalty * np.log(self.catalog.duration[items] / MEDIAN_DURATION_S)
+        ratio = self.catalog.duration[items] / MEDIAN_DURATION_S
+        return self.config.duration_penalty * np.log(ratio)
 
     def means(
         self, users: np.ndarray, sessions: np.ndarray, time: np.ndarray | float = 1.0
@@ -165,7 +168,10 @@ class ResponseModel:
         z, valid, items = self.logits(users, sessions, time)
         return self.means_from_logits(z, valid, items)
 
-    def means_from_logits(self, z: np.ndarray, valid: np.ndarray, items: np.ndarray) -> ResponseMeans:
+    def means_from_logits(
+        self, z: np.ndarray, valid: np.ndarray, items: np.ndarray
+    ) -> ResponseMeans:
+        """Response parameters from engagement logits (as :meth:`logits` returns them)."""
         c, b = self.config, self.intercepts
         p_skip = sigmoid(b.skip - z)
         p_vt = sigmoid(b.view_through + z - self.duration_term(items))
@@ -262,9 +268,13 @@ def check_request(
     if len(users) == 1 and len(sessions) > 1:
         users = np.repeat(users, len(sessions))
     if len(users) != len(sessions):
-        raise SimulatorError(f"{len(users)} users for {len(sessions)} sessions: give one per session")
+        raise SimulatorError(
+            f"{len(users)} users for {len(sessions)} sessions: give one per session"
+        )
     if len(users) and (users.min() < 0 or users.max() >= num_users):
-        raise SimulatorError(f"user indices must be in [0, {num_users}), got {users.min()}..{users.max()}")
+        raise SimulatorError(
+            f"user indices must be in [0, {num_users}), got {users.min()}..{users.max()}"
+        )
     if sessions.size and (sessions.min() < -1 or sessions.max() >= num_items):
         raise SimulatorError(
             f"item indices must be in [0, {num_items}) (-1 pads), got "
@@ -290,7 +300,9 @@ class Oracle:
     the logging policy; the reward is their weighted mean lift (1.0 = an average logged session).
     """
 
-    def __init__(self, model: ResponseModel, weights: RewardConfig, references: dict[str, float]) -> None:
+    def __init__(
+        self, model: ResponseModel, weights: RewardConfig, references: dict[str, float]
+    ) -> None:
         self.model = model
         self.weights = weights
         self.references = references

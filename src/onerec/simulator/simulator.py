@@ -109,7 +109,11 @@ class Simulator:
         if items.ndim == 1:
             items = np.broadcast_to(items, (len(users), len(items)))
         check_request(users, items, time, self.num_users, self.num_items)
-        return self.response.item_logits(users, items, time)
+        step = max(1, 2_000_000 // max(1, items.shape[1]))  # bounds the (B, K, d) gather
+        return np.concatenate([
+            self.response.item_logits(users[i : i + step], items[i : i + step], time)
+            for i in range(0, len(users), step)
+        ]) if len(users) else np.zeros(items.shape)  # fmt: skip
 
     # logs --------------------------------------------------------------------------------------
     def generate_log(
@@ -138,16 +142,17 @@ class Simulator:
         parts: list[dict[str, np.ndarray]] = []
         for i, start in enumerate(range(0, len(session_user), CHUNK_SESSIONS)):
             rows = slice(start, start + CHUNK_SESSIONS)
-            parts.append(self._log_chunk(
-                session_user[rows], session_time[rows], start, np.random.default_rng([seed, _LOG, i])
-            ))  # fmt: skip
+            rng = np.random.default_rng([seed, _LOG, i])
+            parts.append(self._log_chunk(session_user[rows], session_time[rows], start, rng))
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
         # overlapping sessions of one user (two opened within minutes) must not go back in time
         offset = cols["user"] * np.int64(10**11)
         cols["timestamp"] = np.maximum.accumulate(cols["timestamp"] + offset) - offset
 
-        user, item, session, timestamp = (cols.pop(k) for k in ("user", "item", "session", "timestamp"))
+        user, item, session, timestamp = (
+            cols.pop(k) for k in ("user", "item", "session", "timestamp")
+        )
         log = InteractionLog(
             user, item, timestamp,
             IdMap(np.arange(self.num_users, dtype=np.int64), "user"),
@@ -159,12 +164,16 @@ class Simulator:
             "calibration": "KuaiRand-Pure side tables, see onerec.simulator.calibration",
             "intercepts": self.response.intercepts.to_dict(),
             "reward_references": self._oracle.references,
-            "rates": {k: float(cols[k].mean()) for k in ("skip", "view_through", "like", "follow", "share")},
+            "rates": {
+                k: float(cols[k].mean())
+                for k in ("skip", "view_through", "like", "follow", "share")
+            },
             "mean_watch_time": float(cols["watch_time"].mean()),
             "content_signal_share": self.catalog.content_signal_share(),
             "log_seed": seed,
         }
-        ds = Dataset("simulated", log, self.catalog.feature_table(), self.users.feature_table(), meta)
+        items, users = self.catalog.feature_table(), self.users.feature_table()
+        ds = Dataset("simulated", log, items, users, meta)
         if quality_report:
             meta["quality_filter"] = self.high_quality(ds)[1].to_dict()
         return ds
@@ -177,7 +186,8 @@ class Simulator:
         draw = self.response.sample(means, rng)
         valid = means.valid
         # a session starts at its time; each video begins after the previous one's watch + 1 s
-        start = self.config.policy.start_timestamp + time * (self.config.policy.period_days * 86400.0)
+        policy = self.config.policy
+        start = policy.start_timestamp + time * (policy.period_days * 86400.0)
         step = draw["watch_time"] + 1.0
         before = np.cumsum(step, axis=1) - step
         timestamp = np.floor(start[:, None] + before).astype(np.int64)
