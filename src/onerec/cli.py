@@ -232,7 +232,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
 
-    run(Path(args.out), seed=args.seed)
+    run(Path(args.out), seed=args.seed, scale=args.scale)
     return 0
 
 
@@ -354,9 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_benchmark)
 
-    qs = sub.add_parser("quickstart", help="run the pipeline end to end on a generated dataset")
+    qs = sub.add_parser("quickstart", help="simulate a platform, train OneRec and baselines, "
+                        "grade their sessions")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--seed", type=int, default=0)
+    qs.add_argument("--scale", choices=["default", "tiny"], default="default",
+                    help="default: about 10 minutes on a 2-core CPU; tiny: seconds (a smoke test)")
     qs.set_defaults(func=cmd_quickstart)
     return parser
 
