@@ -16,8 +16,10 @@ progress bars):
    validation); models train on the rest and select their epoch on validation Recall@10;
 4. **semantic IDs** of every video from its content embedding (the item table's ``content``
    column, 64-d; balanced residual k-means, 3 levels);
-5. **train OneRec** (next-5-item session targets, a reduced ``small`` preset, a few epochs);
-6. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE;
+5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
+   1 + 2 layers and 4 experts, 3 epochs: most of the quickstart's time);
+6. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
+   (batches of 64 users, early stopping with S3-Rec's patience of 10 validations);
 7. **generate** for ``eval_users`` users drawn at random (fixed seed) among the split's users:
    each model reads the user's *whole* logged watched history (including the two held-out
    items no model trained on) and proposes ``K`` sessions of 5 distinct videos for the moment
@@ -34,6 +36,9 @@ progress bars):
    ground truth, not a reward model's guess. Two reference rows frame the table: ``random``
    (uniform unseen videos) and ``true-top`` (the same sampling over the simulator's true
    context-free scores: what knowing each user's real taste gives, before session effects).
+   Read "max" with care: OneRec's K beams share prefixes and differ little, while the sampled
+   sessions of the other rows spread wider, so their best one has more chances to land a long
+   video (swt is in seconds and grows with duration).
 
 The run directory holds ``config.json``, ``simulator.json``, ``dataset/`` (the full log),
 ``split/``, ``semantic_ids/``, ``onerec/`` (a run folder ``onerec recommend`` can serve),
@@ -94,8 +99,12 @@ class QuickstartConfig:
     onerec_epochs: int = 3
     onerec_batch_size: int = 256
     sasrec_length: int = 50
-    sasrec_epochs: int = 40
-    sasrec_max_seconds: float = 120.0
+    # 2,000 users make 8 batches of 256 per epoch: too few steps for SASRec to leave the
+    # popularity plateau before patience runs out, so smaller batches and S3-Rec's patience
+    sasrec_batch_size: int = 64
+    sasrec_patience: int = 10
+    sasrec_epochs: int = 60
+    sasrec_max_seconds: float = 150.0
     validation_users: int = 500  # validation subset, every model, after every epoch
     eval_users: int = 500
     sessions_per_user: int = 8  # K sessions generated per user
@@ -237,7 +246,8 @@ def run(
         (out / "baselines").mkdir(exist_ok=True)
         L = cfg.sasrec_length
         bconfig = BaselineTrainConfig(
-            max_length=L, epochs=cfg.sasrec_epochs, patience=5, eval_users=cfg.validation_users,
+            max_length=L, batch_size=cfg.sasrec_batch_size, epochs=cfg.sasrec_epochs,
+            patience=cfg.sasrec_patience, eval_users=cfg.validation_users,
             max_seconds=cfg.sasrec_max_seconds, seed=cfg.seed,
         )  # fmt: skip
         set_seed(cfg.seed)
