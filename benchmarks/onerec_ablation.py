@@ -10,10 +10,11 @@ the validation subset ``--eval-users``):
   ``expert_d_ff = d_ff // top_k`` makes the active FFN width per token equal (the router aside);
 - ``moe_m5``: the MoE model trained on sessions of the next 5 items (m = 5).
 
-Each is scored on the *whole* validation split (Recall/NDCG@5/10 of the next item, beam
-``--eval-beam``, seen items not excluded); then ``moe_m1`` is scored again at every beam width of
-``--beams``. The test split is never read. Writes ``onerec_ablation_<dataset>.json`` (commit,
-machine, configs, times) and ``onerec_ablation_<dataset>.md``. Run folders under ``--runs`` are
+Each is scored on the validation split (all of it, or ``--score-users`` users drawn once with
+a fixed seed): Recall/NDCG@5/10 of the next item, beam ``--eval-beam``, seen items not
+excluded; then ``moe_m1`` is scored again at every beam width of ``--beams``. The test split
+is never read. Writes ``onerec_ablation_<dataset>.json`` (commit, machine, configs, times) and
+``onerec_ablation_<dataset>.md``. Run folders under ``--runs`` are
 resumed, so a stopped ablation continues where it was.
 """
 
@@ -24,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from onerec_quality import METRICS, ranking_metrics, semantic_ids
 
@@ -58,7 +60,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--eval-beam", type=int, default=20)
     parser.add_argument("--eval-users", type=int, default=4096)
-    parser.add_argument("--beams", default="10,32,128")
+    parser.add_argument("--beams", default="10,32,128", help="beam widths for moe_m1 ('' = none)")
+    parser.add_argument("--score-users", type=int, default=None,
+                        help="score this many validation users (fixed random subset; default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -73,6 +77,11 @@ def main() -> None:
     split = leave_one_out(ds.log, history_length=args.history_length)
     t = time.perf_counter()
     _, _, tok_dir, ids_info = semantic_ids(ds, split, root, args.seed)
+    scored = split.valid
+    if args.score_users is not None and args.score_users < len(scored):
+        rows = np.random.default_rng(args.seed + 1).choice(len(scored), args.score_users,
+                                                           replace=False)  # fmt: skip
+        scored = scored.take(np.sort(rows))
     seconds = {"tokenize": time.perf_counter() - t}
 
     arms: dict[str, dict] = {}
@@ -91,7 +100,7 @@ def main() -> None:
         epochs = [json.loads(line) for line in (root / name / "metrics.jsonl").open()]
         seconds[f"train_{name}"] = sum(e["seconds"] for e in epochs if "seconds" in e)
         t = time.perf_counter()
-        valid = ranking_metrics(run.model, split.valid, run.semantic_ids, args.eval_beam, False)
+        valid = ranking_metrics(run.model, scored, run.semantic_ids, args.eval_beam, False)
         seconds[f"evaluate_{name}"] = time.perf_counter() - t
         models[name] = run
         arms[name] = {"session_items": m, "model_overrides": {**common, **overrides},
@@ -102,9 +111,9 @@ def main() -> None:
     beams: dict[int, dict[str, float]] = {}
     if "moe_m1" in models:
         run = models["moe_m1"]
-        for beam in (int(b) for b in args.beams.split(",")):
+        for beam in (int(b) for b in args.beams.split(",") if b):
             t = time.perf_counter()
-            beams[beam] = ranking_metrics(run.model, split.valid, run.semantic_ids, beam, False)
+            beams[beam] = ranking_metrics(run.model, scored, run.semantic_ids, beam, False)
             seconds[f"beam_{beam}"] = time.perf_counter() - t
             print("beam", beam, json.dumps(beams[beam]), flush=True)
 
@@ -113,8 +122,9 @@ def main() -> None:
         "dataset": args.dataset,
         **environment(),
         "peak_rss_bytes": peak_rss_bytes(),
-        "protocol": "leave-one-out validation split (second-to-last item), all "
-                    f"{len(split.valid)} users, full ranking over {ds.num_items} items, seen items "
+        "protocol": "leave-one-out validation split (second-to-last item), "
+                    f"{len(scored)} of {len(split.valid)} users, full ranking over "
+                    f"{ds.num_items} items, seen items "
                     f"not excluded; training early-stopped on {args.eval_users} validation users",
         "config": {"args": vars(args), "tokenization": ids_info},
         "arms": arms,
