@@ -65,8 +65,8 @@ def embedding_config(dataset) -> EmbeddingConfig:
 def semantic_ids(ds, split, root: Path, seed: int):
     """Item embeddings (content + collaborative from the training split) -> balanced residual
     k-means, 3 levels plus a collision code, saved under ``root / "tokens"`` (and read back from
-    there when a previous run saved them). Returns the
-    embedding and tokenizer configs, the tokens folder and a summary of the tokenization."""
+    there when a previous run saved them). Returns the embedding and tokenizer configs, the
+    tokens folder and a summary of the tokenization."""
     emb_config = embedding_config(ds)
     tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
     tok_dir = root / "tokens"

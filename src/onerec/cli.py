@@ -13,7 +13,6 @@ import numpy as np
 
 from onerec import __version__
 from onerec.exceptions import OneRecError
-from onerec.model.config import PRESETS
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -298,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(tr)
     tr.add_argument("--tokens", required=True, help="folder written by `onerec tokenize`")
     tr.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
-    tr.add_argument("--preset", default="small", choices=list(PRESETS))
+    # not argparse choices: listing them would import torch for every `onerec` call; an
+    # unknown name stops with a ConfigError that lists the presets
+    tr.add_argument("--preset", default="small",
+                    help="model size: tiny, small (default), tiger, base or large")
     tr.add_argument("--model", action="append", metavar="KEY=VALUE",
                     help="override a model config field, e.g. --model n_experts=0 (dense)")
     tr.add_argument("--session-items", type=int, default=1, help="target items per example (m)")
