@@ -162,6 +162,8 @@ def _search(
     step = torch.full((n, 1), TokenLayout.BOS, dtype=torch.int64, device=device)  # tokens to feed
     sequence = step[:, :0]  # (N, t) everything fed so far: the uncached path re-reads it
     cache: DecoderCache | None = None
+    if use_cache:  # room for every token fed: BOS, L' codes per item, a SEP between items
+        cache = model.start_cache(memory, memory_mask, n_items * (n_levels + 1))
     alive = torch.ones(n, dtype=torch.bool, device=device)
 
     for i in range(n_items):
@@ -186,7 +188,8 @@ def _search(
             codes[:, i, level] = code
             if cache is not None:
                 cache.reorder(rows)
-            sequence = sequence[rows]
+            else:
+                sequence = sequence[rows]
             step = (code + model.layout.level_start[level]).unsqueeze(1)  # (N, 1)
         chosen[:, i] = trie.item_at(nodes)  # -1 for dead beams
         nodes = torch.where(alive, trie.root, -1)  # the next item starts at the root

@@ -59,9 +59,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight).type_as(x)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight, self.eps).type_as(x)
 
 
 class SwiGLU(nn.Module):
@@ -188,16 +186,16 @@ class MoE(nn.Module):
         else:
             self.aux_loss = logits.new_zeros(())
 
-        # group the N*k (token, expert) slots by expert, then run each expert once
+        # group the N*k (token, expert) slots by expert (one sort, one gather), run each expert
+        # once on its contiguous group, then scatter the gated outputs back (one index_add)
         order = torch.argsort(experts.flatten(), stable=True)  # (N*k,)
         token = order // self.top_k
-        gate = gates.flatten()[order]
-        sizes = counts.tolist()
+        groups = x.index_select(0, token).split(counts.tolist())
+        ys = [expert(g) for expert, g in zip(self.experts, groups) if g.shape[0]]
         out = torch.zeros_like(x)
-        for expert, tok, g in zip(self.experts, token.split(sizes), gate.split(sizes)):
-            if tok.numel():
-                y = expert(x.index_select(0, tok)) * g.unsqueeze(1)
-                out.index_add_(0, tok, y.to(out.dtype))
+        if ys:
+            y = torch.cat(ys) * gates.flatten()[order].unsqueeze(1)
+            out.index_add_(0, token, y.to(out.dtype))
         return out.reshape(shape)
 
     @torch.no_grad()
@@ -247,19 +245,26 @@ class DecoderBlock(nn.Module):
         self_bias: Tensor,
         cross_kv: tuple[Tensor, Tensor],
         cross_bias: Tensor,
-        past_kv: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """New tokens ``x`` (N, T, d) after ``past_kv``'s tokens; returns x and the self-
-        attention keys/values of all tokens so far (the next step's ``past_kv``).
-        ``self_bias`` (1, H, T, past + T): relative position bias, -inf on future tokens;
+        cache: tuple[Tensor, Tensor] | None = None,
+        start: int = 0,
+    ) -> Tensor:
+        """New tokens ``x`` (N, T, d) at positions ``start .. start+T-1``.
+
+        ``cache``: key and value buffers ``(N, H, capacity, hd)`` holding the ``start`` earlier
+        tokens' keys/values; the new tokens' are written after them (generation). Without it,
+        ``x`` is the whole sequence (teacher forcing, ``start`` 0).
+        ``self_bias`` (1, H, T, start + T): relative position bias, -inf on future tokens;
         ``cross_bias``: recency bias over the encoder tokens, -inf where not allowed."""
         h = self.norm1(x)
         k, v = self.self_attn.keys_values(h)
-        if past_kv is not None:
-            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        if cache is not None:
+            end = start + x.shape[1]
+            cache[0][:, :, start:end] = k
+            cache[1][:, :, start:end] = v
+            k, v = cache[0][:, :, :end], cache[1][:, :, :end]
         x = x + self.drop(self.self_attn(h, k, v, bias=self_bias))
         x = x + self.drop(self.cross_attn(self.norm2(x), *cross_kv, bias=cross_bias))
-        return x + self.drop(self.ffn(self.norm3(x))), (k, v)
+        return x + self.drop(self.ffn(self.norm3(x)))
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -278,20 +283,35 @@ class DecoderCache:
 
     ``cross_kv``: per decoder layer, the encoder memory's keys/values ``(B, H, S, hd)``,
     computed once; ``cross_bias`` ``(B, H, 1, S)``: the recency bias of a target that follows
-    the whole history. ``self_kv``: per layer, the keys/values ``(N, H, t, hd)`` of the t tokens
-    decoded so far (N = B * beams). ``length``: t.
+    the whole history. ``self_kv``: one preallocated buffer ``(N, 2 * layers, H, capacity, hd)``
+    with every layer's self-attention keys (``2l``) and values (``2l + 1``) of the ``length``
+    tokens decoded so far (N = B * beams): new tokens are written in place, and reordering the
+    beams is a single gather. ``self_bias``: the decoder's position bias ``(1, H, capacity,
+    capacity)``, computed once and sliced per step.
     """
 
     cross_kv: list[tuple[Tensor, Tensor]]
     cross_bias: Tensor
-    self_kv: list[tuple[Tensor, Tensor]] | None = None
+    capacity: int = 0
+    self_kv: Tensor | None = None
+    self_bias: Tensor | None = None
     length: int = 0
+    _spare: Tensor | None = None  # the reorder's destination, reused between steps
+
+    def layer(self, i: int) -> tuple[Tensor, Tensor]:
+        """Layer ``i``'s key and value buffers ``(N, H, capacity, hd)`` (views)."""
+        assert self.self_kv is not None
+        return self.self_kv[:, 2 * i], self.self_kv[:, 2 * i + 1]
 
     def reorder(self, rows: Tensor) -> None:
         """Keep decoder rows ``rows`` (N,), e.g. every surviving beam's parent beam."""
-        if self.self_kv is not None:
-            self.self_kv = [(k.index_select(0, rows), v.index_select(0, rows))
-                            for k, v in self.self_kv]  # fmt: skip
+        if self.self_kv is None:
+            return
+        if self._spare is None or self._spare.shape != self.self_kv.shape:
+            self._spare = torch.empty_like(self.self_kv)
+        n = self.self_kv.shape[0]  # gather whole rows into the spare buffer, then swap the two
+        torch.index_select(self.self_kv.view(n, -1), 0, rows, out=self._spare.view(n, -1))
+        self.self_kv, self._spare = self._spare, self.self_kv
 
 
 class OneRec(nn.Module):
@@ -471,7 +491,7 @@ class OneRec(nn.Module):
         x = self.drop(self.tok_emb(decoder_input))
         self_bias = self.self_bias(0, t, x.device)
         for block, kv in zip(self.decoder, self._cross_kv(memory)):
-            x, _ = block(x, self_bias, kv, cross)
+            x = block(x, self_bias, kv, cross)
         return self.dec_norm(x)
 
     def logits(self, hidden: Tensor, level: int | None = None) -> Tensor:
@@ -591,9 +611,24 @@ class OneRec(nn.Module):
         return LossOutput(ntp + self.config.aux_loss_weight * aux, ntp, aux, n_codes)
 
     # --- generation -----------------------------------------------------------------------------
-    def start_cache(self, memory: Tensor, memory_mask: Tensor) -> DecoderCache:
-        """An empty decoder cache holding the cross-attention keys/values of ``memory``."""
-        return DecoderCache(self._cross_kv(memory), self.cross_bias(memory_mask))
+    def start_cache(self, memory: Tensor, memory_mask: Tensor, capacity: int = 32) -> DecoderCache:
+        """An empty decoder cache holding the cross-attention keys/values of ``memory``, with
+        room for ``capacity`` decoded tokens (it grows when more come)."""
+        return DecoderCache(self._cross_kv(memory), self.cross_bias(memory_mask), capacity)
+
+    def _reserve(self, cache: DecoderCache, rows: int, length: int, like: Tensor) -> None:
+        """Make ``cache`` hold ``rows`` rows of at least ``length`` tokens, keeping its contents."""
+        if cache.self_kv is not None and cache.self_kv.shape[3] >= length:
+            return
+        capacity = max(length, cache.capacity, 2 * (cache.self_kv.shape[3] if cache.self_kv is
+                                                     not None else 0))  # fmt: skip
+        c = self.config
+        buffer = like.new_zeros(rows, 2 * c.decoder_layers, c.n_heads, capacity,
+                                c.d_model // c.n_heads)  # fmt: skip
+        if cache.self_kv is not None:
+            buffer[:, :, :, : cache.length] = cache.self_kv[:, :, :, : cache.length]
+        cache.self_kv, cache.capacity = buffer, capacity
+        cache.self_bias = self.self_bias(0, capacity, like.device).to(like.dtype)
 
     def decode_step(
         self,
@@ -616,15 +651,15 @@ class OneRec(nn.Module):
                 f"({memory.shape[0]})"
             )
         if cache is None:
-            cache = self.start_cache(memory, memory_mask)
+            cache = self.start_cache(memory, memory_mask, tokens.shape[1])
         x = self.drop(self.tok_emb(tokens))
-        self_bias = self.self_bias(cache.length, tokens.shape[1], x.device)
-        past = cache.self_kv or [None] * len(self.decoder)
-        new_kv = []
-        for block, cross_kv, past_kv in zip(self.decoder, cache.cross_kv, past):
-            x, kv = block(x, self_bias, cross_kv, cache.cross_bias, past_kv)
-            new_kv.append(kv)
-        cache.self_kv, cache.length = new_kv, cache.length + tokens.shape[1]
+        start, end = cache.length, cache.length + tokens.shape[1]
+        self._reserve(cache, tokens.shape[0], end, x)
+        assert cache.self_bias is not None
+        self_bias = cache.self_bias[:, :, start:end, :end]
+        for i, (block, cross_kv) in enumerate(zip(self.decoder, cache.cross_kv)):
+            x = block(x, self_bias, cross_kv, cache.cross_bias, cache.layer(i), start)
+        cache.length = end
         return self.logits(self.dec_norm(x[:, -1]), level), cache
 
     # --- files ----------------------------------------------------------------------------------
