@@ -1,5 +1,5 @@
-"""Baselines (popularity, SASRec-CE, SASRec-BCE, BERT4Rec, FDSA) on the standard leave-one-out
-protocol, in the same harness as OneRec (a thin script over ``onerec.baselines.benchmark``).
+"""Baselines (popularity, SASRec-CE, SASRec-BCE, BERT4Rec, FDSA, TIGER) on the standard
+leave-one-out protocol, in the same harness as OneRec (a thin script over ``onerec.baselines.benchmark``).
 
     python benchmarks/baselines.py --dataset beauty
     python benchmarks/baselines.py --dataset scientific --models pop,sasrec-ce,fdsa
@@ -17,16 +17,18 @@ from pathlib import Path
 
 import torch
 
-from onerec.baselines.benchmark import MODELS, run_benchmark
+from onerec.baselines.benchmark import ALL_MODELS, run_benchmark
 from onerec.baselines.train import BaselineTrainConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="beauty")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(ALL_MODELS))
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work-dir", default="runs/baselines",
+                        help="TIGER's tokens and run folder (resumed if present)")
     parser.add_argument("--max-length", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -44,7 +46,8 @@ def main() -> None:
                                  max_seconds=args.max_seconds, seed=args.seed,
                                  device=args.device)  # fmt: skip
     result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
-                           config=config, progress=not args.quiet)  # fmt: skip
+                           config=config, work_dir=args.work_dir,
+                           progress=not args.quiet)  # fmt: skip
     print((args.out / f"baselines_{result['dataset']}.md").read_text())
 
 

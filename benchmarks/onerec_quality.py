@@ -28,8 +28,7 @@ import torch
 
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
-from onerec.embeddings import EmbeddingConfig, item_embeddings
-from onerec.embeddings.text import DEFAULT_FIELDS
+from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
 from onerec.evaluation import evaluate
 from onerec.generation.beam_search import rank_examples
 from onerec.model.config import parse_overrides
@@ -57,9 +56,7 @@ METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 def embedding_config(dataset) -> EmbeddingConfig:
     """Text where the catalog has it, attributes otherwise; always fused with collaborative."""
-    has_text = any(f in dataset.item_table.columns for f in DEFAULT_FIELDS)
-    content = "text" if has_text else "attributes"
-    return EmbeddingConfig(sources=(content, "collaborative"), fused_dim=64)
+    return EmbeddingConfig(sources=(content_source(dataset), "collaborative"), fused_dim=64)
 
 
 def semantic_ids(ds, split, root: Path, seed: int):

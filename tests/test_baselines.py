@@ -24,6 +24,7 @@ from onerec.baselines import (
 )
 from onerec.baselines.base import pad_histories, sequence_batches
 from onerec.baselines.benchmark import check_models
+from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.sasrec import _FullSoftmaxCE
 from onerec.baselines.train import length_batches, set_seed
 from onerec.cli import main
@@ -205,8 +206,9 @@ def test_fdsa_reads_attributes_and_needs_them(dataset):
 
 
 def test_named_errors_for_bad_input(split):
-    with pytest.raises(UnknownModelError, match="tiger"):
-        check_models(["sasrec-ce", "tiger"])
+    with pytest.raises(UnknownModelError, match="gru4rec") as err:
+        check_models(["sasrec-ce", "gru4rec"])
+    assert "tiger" in str(err.value)  # the message lists what is available
     with pytest.raises(UnknownModelError):
         check_models([])
     with pytest.raises(BaselineError, match="loss"):
@@ -257,3 +259,31 @@ def test_cli_benchmark(dataset, tmp_path, capsys):
     assert (out / "baselines_cycle.json").exists()
     assert main(["benchmark", "--dataset", str(folder), "--models", "gru4rec", "--out", str(out)]) == 2
     assert "gru4rec" in capsys.readouterr().err
+
+
+def test_tiger_is_onerec_code_in_tiger_configuration(dataset, tmp_path):
+    """TIGER (RQ-VAE IDs from content, dense encoder-decoder, beam-search ranking) learns the
+    cycle and lands in the same table, with the same metrics, as the scoring baselines."""
+    folder = dataset.save(tmp_path / "cycle")
+    settings = TigerSettings(
+        history_length=8, codebook_size=4, levels=2, rqvae_epochs=30, epochs=25, patience=25,
+        lr=5e-3, batch_size=16, eval_beam=10, eval_users=None,
+        model={"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1,
+               "d_ff": 64, "n_user_buckets": 8, "dropout": 0.0},
+    )  # fmt: skip
+    config = BaselineTrainConfig(max_length=8, max_seconds=None)
+    out = tmp_path / "out"
+    result = run_benchmark(str(folder), ["pop", "tiger"], out, config=config,
+                           work_dir=tmp_path / "work", tiger=settings, progress=False)  # fmt: skip
+    record = result["models"]["tiger"]
+    assert record["hyperparameters"]["model"]["n_experts"] == 0  # dense, as TIGER
+    tokens = record["hyperparameters"]["tokens"]
+    assert tokens["tokenizer"]["method"] == "rqvae"
+    assert list(tokens["embeddings"]["sources"]) == ["attributes"]  # content only
+    assert record["results"]["test"]["recall@5"] >= 0.9, record["results"]
+    assert record["results"]["test"]["ndcg@5"] > record["results"]["test"]["recall@5"] - 0.35
+    pop = result["models"]["pop"]["results"]["test"]["ndcg@5"]
+    assert record["results"]["test"]["ndcg@5"] > pop + 0.3
+    assert set(record["results"]) == {"valid", "test", "valid_exclude_seen", "test_exclude_seen"}
+    assert "| tiger |" in (out / "baselines_cycle.md").read_text()
+    assert (tmp_path / "work" / "tiger_cycle" / "model" / "model.safetensors").exists()

@@ -104,6 +104,21 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
 
 
+def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path: Path) -> None:
+    config = TrainConfig(history_length=8, batch_size=64, epochs=50, patience=50, eval_beam=10,
+                         max_seconds=1e-6)  # fmt: skip
+    model, ids, split = setup(tmp_path)
+    state = Trainer(model, ids, split, config, tmp_path / "run").fit(progress=False)
+    assert state["epochs"] == 1 and state["stopped"] == "time" and state["seconds"] > 0
+    assert (tmp_path / "run" / "model.safetensors").exists()  # the best (only) epoch is kept
+    # a resumed run counts the time already spent: nothing more to do
+    model, ids, split = setup(tmp_path)
+    resumed = Trainer(model, ids, split, config, tmp_path / "run").fit(progress=False)
+    assert resumed["epochs"] == 1 and resumed["seconds"] == state["seconds"]
+    with pytest.raises(ConfigError, match="max_seconds"):
+        TrainConfig(max_seconds=0)
+
+
 def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from onerec.cli import main
 

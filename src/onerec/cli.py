@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         window_items=args.window_items, batch_size=args.batch_size, epochs=args.epochs,
         lr=args.lr, patience=args.patience, eval_beam=args.eval_beam,
         eval_users=args.eval_users, exclude_seen=args.exclude_seen, seed=args.seed,
-        device=args.device,
+        device=args.device, max_seconds=args.max_seconds,
     )  # fmt: skip
     overrides = parse_overrides(args.model or ())
     run = train_on_dataset(_load(args.source, args), args.tokens, args.out, config,
@@ -222,8 +222,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
         patience=args.patience, max_seconds=args.max_seconds, seed=args.seed,
     )  # fmt: skip
-    result = run_benchmark(args.dataset, args.models.split(","), args.out,
-                           data_dir=args.data_dir, config=config, progress=not args.quiet)  # fmt: skip
+    result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
+                           config=config, work_dir=args.work_dir,
+                           progress=not args.quiet)  # fmt: skip
     print((Path(args.out) / f"baselines_{result['dataset']}.md").read_text())
     return 0
 
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="validate on this many users after each epoch (default: all)")
     tr.add_argument("--exclude-seen", action="store_true",
                     help="never rank a user's earlier items (validation)")
+    tr.add_argument("--max-seconds", type=float, default=None,
+                    help="stop after the epoch that passes this time budget (best epoch kept)")
     tr.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=cmd_train)
@@ -339,12 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_recommend)
 
     bench = sub.add_parser("benchmark", help="train and test baselines (SASRec, BERT4Rec, FDSA, "
-                           "popularity) on one leave-one-out split, in one table")
+                           "TIGER, popularity) on one leave-one-out split, in one table")
     bench.add_argument("--dataset", required=True, help="dataset name (beauty, yelp, ...) or folder")
     _add_data_dir(bench)
-    bench.add_argument("--models", default="pop,sasrec-ce,sasrec-bce,bert4rec,fdsa",
-                       help="comma-separated: pop, sasrec-ce, sasrec-bce, bert4rec, fdsa")
+    bench.add_argument("--models", default="pop,sasrec-ce,sasrec-bce,bert4rec,fdsa,tiger",
+                       help="comma-separated: pop, sasrec-ce, sasrec-bce, bert4rec, fdsa, tiger")
     bench.add_argument("--out", required=True, help="folder for baselines_<dataset>.json and .md")
+    bench.add_argument("--work-dir", default="runs/baselines",
+                       help="TIGER's tokens and run folder (resumed if present)")
     bench.add_argument("--max-length", type=int, default=50, help="history items read")
     bench.add_argument("--batch-size", type=int, default=256, help="sequences per step")
     bench.add_argument("--lr", type=float, default=1e-3)

@@ -1,19 +1,23 @@
-"""Baselines in the same harness as OneRec: popularity, SASRec (BCE and CE), BERT4Rec, FDSA.
+"""Baselines in the same harness as OneRec: popularity, SASRec (BCE and CE), BERT4Rec, FDSA,
+TIGER.
 
-Every model honours :class:`SequentialRecommender` (``loss``, ``scores``, ``rank``), is trained
-by :func:`fit` and evaluated by :func:`onerec.evaluation.evaluate`; :func:`run_benchmark` runs
-the comparison and writes the table.
+Every scoring model honours :class:`SequentialRecommender` (``loss``, ``scores``, ``rank``), is
+trained by :func:`fit` and evaluated by :func:`onerec.evaluation.evaluate`. TIGER is OneRec's
+own code in TIGER's configuration (:func:`run_tiger`), ranked by beam search and measured by the
+same ``evaluate``. :func:`run_benchmark` runs the comparison and writes the table.
 """
 
 from onerec.baselines.base import SequenceBatch, SequentialRecommender
 from onerec.baselines.bert4rec import BERT4Rec
-from onerec.baselines.benchmark import MODELS, run_benchmark
+from onerec.baselines.benchmark import ALL_MODELS, MODELS, run_benchmark
 from onerec.baselines.fdsa import FDSA, item_attributes
 from onerec.baselines.popularity import Popularity
 from onerec.baselines.sasrec import SASRec
+from onerec.baselines.tiger import TigerSettings, run_tiger
 from onerec.baselines.train import BaselineTrainConfig, TrainResult, fit
 
 __all__ = [
+    "ALL_MODELS",
     "BERT4Rec",
     "BaselineTrainConfig",
     "FDSA",
@@ -22,8 +26,10 @@ __all__ = [
     "SASRec",
     "SequenceBatch",
     "SequentialRecommender",
+    "TigerSettings",
     "TrainResult",
     "fit",
     "item_attributes",
     "run_benchmark",
+    "run_tiger",
 ]

@@ -30,6 +30,7 @@ from onerec.baselines.bert4rec import BERT4Rec
 from onerec.baselines.fdsa import FDSA, item_attributes
 from onerec.baselines.popularity import Popularity
 from onerec.baselines.sasrec import Dropout, SASRec
+from onerec.baselines.tiger import TigerSettings, run_tiger
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
@@ -68,15 +69,19 @@ PUBLISHED: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# generative baselines: trained and ranked by OneRec's own code (their own module), not `fit`
+GENERATIVE = ("tiger",)
+ALL_MODELS = (*MODELS, *GENERATIVE)
+
+
 def check_models(models: Sequence[str]) -> list[str]:
     """The model names, lower-cased; an unknown one raises :class:`UnknownModelError`."""
     names = [m.strip().lower() for m in models if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
+    unknown = [m for m in names if m not in ALL_MODELS]
     if unknown or not names:
         what = f"unknown baseline model(s) {unknown}" if unknown else "no baseline model given"
         raise UnknownModelError(
-            f"{what}; expected a comma-separated subset of {', '.join(MODELS)} (TIGER is not a "
-            "baseline of this runner yet)"
+            f"{what}; expected a comma-separated subset of {', '.join(ALL_MODELS)}"
         )
     return names
 
@@ -145,9 +150,13 @@ def run_benchmark(
     *,
     data_dir: str | Path | None = None,
     config: BaselineTrainConfig | None = None,
+    work_dir: str | Path = "runs/baselines",
+    tiger: TigerSettings = TigerSettings(),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train and test ``models`` on ``dataset_name``; write and return the JSON record."""
+    """Train and test ``models`` on ``dataset_name``; write and return the JSON record.
+    ``work_dir``: where generative baselines keep their tokens and run folders; ``tiger``: the
+    TIGER settings (its own schedule; ``config`` gives it the seed, device and time cap)."""
     names = check_models(models)
     config = config or BaselineTrainConfig()
     dataset = load_dataset(dataset_name, data_dir)
@@ -158,7 +167,11 @@ def run_benchmark(
     previous = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
     records = dict(previous)
     for name in names:
-        records[name] = run_model(name, dataset, split, config, progress)
+        if name == "tiger":
+            work = Path(work_dir) / f"tiger_{dataset.name}"
+            records[name] = run_tiger(dataset, config, work, tiger, progress=progress)
+        else:
+            records[name] = run_model(name, dataset, split, config, progress)
         result = {
             "benchmark": "baselines",
             "dataset": dataset.name,
@@ -170,7 +183,7 @@ def run_benchmark(
             "split": split.summary(),
             "train_config": config.to_dict(),
             "note": "wall times measured on a shared 2-core CPU (another job may run beside it)",
-            "models": {m: records[m] for m in [*MODELS, *records] if m in records},
+            "models": {m: records[m] for m in [*ALL_MODELS, *records] if m in records},
         }
         path.write_text(json.dumps(result, indent=2, default=str))
         (out / f"baselines_{dataset.name}.md").write_text(markdown_table(result))

@@ -1,7 +1,7 @@
 """Stage 3 of the data flow: item embeddings (text, attributes, collaborative, user vectors,
 fused) that the semantic-ID tokenizer quantizes."""
 
-from onerec.embeddings.build import EmbeddingConfig, item_embeddings
+from onerec.embeddings.build import EmbeddingConfig, content_source, item_embeddings
 from onerec.embeddings.sparse import attribute_embeddings, cooccurrence_embeddings
 from onerec.embeddings.text import TextEncoder, embed_texts, item_texts
 from onerec.embeddings.vectors import check_embeddings, fuse, load_vectors
@@ -11,6 +11,7 @@ __all__ = [
     "TextEncoder",
     "attribute_embeddings",
     "check_embeddings",
+    "content_source",
     "cooccurrence_embeddings",
     "embed_texts",
     "fuse",

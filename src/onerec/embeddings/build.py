@@ -22,7 +22,7 @@ from onerec.data.registry import cache_dir
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split
 from onerec.embeddings.sparse import attribute_embeddings, cooccurrence_embeddings
-from onerec.embeddings.text import embed_texts, item_texts
+from onerec.embeddings.text import DEFAULT_FIELDS, embed_texts, item_texts
 from onerec.embeddings.vectors import check_embeddings, fuse, load_vectors
 from onerec.exceptions import EmbeddingError
 
@@ -74,6 +74,12 @@ def _hash(*arrays: np.ndarray | bytes | str) -> str:
     for a in arrays:
         h.update(a.encode() if isinstance(a, str) else a.tobytes() if isinstance(a, np.ndarray) else a)
     return h.hexdigest()
+
+
+def content_source(dataset: Dataset) -> str:
+    """The item-content source a dataset supports: "text" where its item table has a text field
+    (title, description, ...), else "attributes" (for example Beauty's category lists)."""
+    return "text" if any(f in dataset.item_table.columns for f in DEFAULT_FIELDS) else "attributes"
 
 
 def item_embeddings(

@@ -55,7 +55,10 @@ class TrainConfig:
     ``window_items``: longest training sequence read in one piece (longer ones are cut into
     windows that repeat ``history_length`` items of context). ``eval_users``: validate on this
     many validation users (a fixed random subset; None = all) after every epoch.
-    ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere."""
+    ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere. ``max_seconds``: stop
+    after the epoch that brings the run's time (training and validation, summed over resumes)
+    past this budget; the best epoch so far is kept. The learning-rate schedule still spans
+    ``epochs``, so set ``epochs`` to what the budget holds when the schedule should finish."""
 
     session_items: int = 1
     history_length: int = 20
@@ -74,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("session_items", "history_length", "batch_size", "epochs", "eval_beam",
@@ -92,6 +96,8 @@ class TrainConfig:
             raise ConfigError(f"eval_users must be >= 1 or None, got {self.eval_users}")
         if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ConfigError("lr and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -171,6 +177,7 @@ class Trainer:
             valid = valid.take(np.sort(rows))
         self.valid = valid
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -1.0, 0
+        self.elapsed = 0.0  # seconds of training and validation, summed over resumes
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -260,7 +267,7 @@ class Trainer:
                         if json.loads(line)["epoch"] < self.epoch]  # fmt: skip
                 metrics.write_text("".join(line + "\n" for line in kept))
         log = metrics.open("a") if main else None
-        while self.epoch < c.epochs and self.bad_epochs < c.patience:
+        while self.epoch < c.epochs and self.bad_epochs < c.patience and not self._out_of_time():
             torch.manual_seed(c.seed + self.epoch)
             batches = length_batches(self.windows, c.batch_size,
                                      np.random.default_rng(c.seed + self.epoch))  # fmt: skip
@@ -287,6 +294,7 @@ class Trainer:
             self.best = max(self.best, valid["recall@10"])
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             self.epoch += 1
+            self.elapsed += time.perf_counter() - start
             if log is not None:
                 log.write(json.dumps({
                     "epoch": self.epoch - 1, "train_ntp": total / max(codes, 1),
@@ -303,13 +311,19 @@ class Trainer:
                 dist.barrier()
         if log is not None:
             log.close()
-        state = {"epochs": self.epoch, "steps": self.step, "best_valid_recall@10": self.best}
+        stopped = ("epochs" if self.epoch >= c.epochs else "patience" if self.bad_epochs >= c.patience
+                   else "time")  # fmt: skip
+        state = {"epochs": self.epoch, "steps": self.step, "best_valid_recall@10": self.best,
+                 "seconds": self.elapsed, "stopped": stopped}  # fmt: skip
         if main:
             (self.run_dir / "state.json").write_text(json.dumps(state, indent=2))
         if self.world > 1:
             dist.barrier()
         self.load_best()
         return state
+
+    def _out_of_time(self) -> bool:
+        return self.config.max_seconds is not None and self.elapsed >= self.config.max_seconds
 
     def load_best(self) -> None:
         """Put the best epoch's weights (``model.safetensors``) into the model."""
@@ -327,6 +341,7 @@ class Trainer:
             [self.epoch, self.step, self.bad_epochs], dtype=torch.int64
         )
         tensors["trainer.best"] = torch.tensor([self.best], dtype=torch.float64)
+        tensors["trainer.elapsed"] = torch.tensor([self.elapsed], dtype=torch.float64)
         tmp = path.with_suffix(".tmp")
         save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
         tmp.rename(path)
@@ -340,6 +355,8 @@ class Trainer:
                 self.optimizer.state[p] = state
         self.epoch, self.step, self.bad_epochs = (int(x) for x in tensors["trainer.counters"])
         self.best = float(tensors["trainer.best"][0])
+        if "trainer.elapsed" in tensors:  # absent in checkpoints written before max_seconds
+            self.elapsed = float(tensors["trainer.elapsed"][0])
         # the schedule is a function of the step alone: put it where the run stopped
         self.scheduler.last_epoch = self.step
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):

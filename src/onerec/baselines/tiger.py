@@ -1,0 +1,156 @@
+"""TIGER (Rajput et al., 2023) in our harness: OneRec's own code with TIGER's configuration.
+
+TIGER is the generative-retrieval baseline the OneRec design grows out of, so it is built from
+the same parts and differs only in settings (the point of the comparison):
+
+1. item *content* embeddings only (text where the catalog has it, else attribute lists; TIGER
+   used Sentence-T5 on item text), no collaborative signal;
+2. an RQ-VAE tokenizer, 3 levels x 256 codes plus a collision code (``onerec.tokenizer``,
+   ``method="rqvae"``), where OneRec's default is balanced residual k-means;
+3. the ``tiger`` model preset: a *dense* encoder-decoder, 4 + 4 layers, d_model 128, MLP 1024,
+   dropout 0.1, hashed user tokens (see :mod:`onerec.model.config`);
+4. next-item training (``session_items=1``) on the last 20 items (TIGER's history length), and
+   ranking by constrained beam search (:func:`onerec.generation.beam_search.rank_examples`).
+
+:func:`run_tiger` returns the same record as the other baselines (``run_model``), so the
+comparison table treats it like any of them. Its evaluation differs in one way that follows
+from what it is: a generative model ranks by beam search (the top ``beam`` items), not by
+scoring every item, and the metrics are computed from those ranked lists by the same
+:func:`onerec.evaluation.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onerec.baselines.train import BaselineTrainConfig
+from onerec.data.examples import Examples
+from onerec.data.schema import Dataset
+from onerec.data.splits import leave_one_out
+from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
+from onerec.evaluation import evaluate
+from onerec.generation.beam_search import rank_examples
+from onerec.model.onerec import OneRec
+from onerec.tokenizer.pipeline import (
+    TokenizeConfig,
+    load_tokenization,
+    save_tokenization,
+    tokenize,
+)
+from onerec.tokenizer.residual import SemanticIds
+from onerec.training import TrainConfig
+from onerec.training.pipeline import train_on_dataset
+
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+PUBLISHED = {
+    "beauty": {"source": "TIGER paper", "values": [0.0454, 0.0321, 0.0648, 0.0384]},
+    "sports": {"source": "TIGER paper", "values": [0.0264, 0.0181, 0.0400, 0.0225]},
+    "toys": {"source": "TIGER paper", "values": [0.0521, 0.0371, 0.0712, 0.0432]},
+}
+
+
+@dataclass(frozen=True)
+class TigerSettings:
+    """What makes the OneRec code TIGER. ``epochs`` sets the learning-rate schedule's length;
+    the runner's ``max_seconds`` may stop training earlier (the best epoch is kept)."""
+
+    history_length: int = 20
+    codebook_size: int = 256
+    levels: int = 3
+    rqvae_epochs: int = 200
+    epochs: int = 6
+    patience: int = 3
+    lr: float = 1e-3
+    batch_size: int = 256
+    eval_beam: int = 20
+    eval_users: int | None = 4096  # per-epoch validation subset (beam search is the cost)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the tiger preset
+
+
+def tiger_tokens(dataset: Dataset, out: Path, settings: TigerSettings, seed: int) -> dict[str, Any]:
+    """Content embeddings -> RQ-VAE semantic IDs saved in ``out`` (kept when a previous run
+    saved them there: a resumed run must keep its item codes); what was done, for the record."""
+    emb = EmbeddingConfig(sources=(content_source(dataset),), seed=seed)
+    tok = TokenizeConfig(method="rqvae", levels=settings.levels,
+                         codebook_size=settings.codebook_size,
+                         rqvae_epochs=settings.rqvae_epochs, seed=seed)  # fmt: skip
+    if (out / "semantic_ids.parquet").exists():
+        ids = load_tokenization(out)[1]
+        return {"embeddings": asdict(emb), "tokenizer": asdict(tok), "seconds": 0.0,
+                "reused": str(out), "codes_per_item": ids.n_levels}  # fmt: skip
+    result = tokenize(item_embeddings(dataset, emb), tok)
+    save_tokenization(out, result, dataset.log.items,
+                      {"dataset": dataset.name, "embeddings": asdict(emb)})  # fmt: skip
+    return {"embeddings": asdict(emb), "tokenizer": asdict(tok), "seconds": result.seconds,
+            "collision_rate_before": result.semantic_ids.collision_rate_before,
+            "codes_per_item": result.semantic_ids.n_levels}  # fmt: skip
+
+
+def ranked_metrics(
+    model: OneRec, examples: Examples, ids: SemanticIds, beam: int, exclude_seen: bool
+) -> dict[str, float]:
+    """Recall/NDCG@5/10 of the next item from beam-search rankings."""
+    ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
+    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
+    return {k: means[k] for k in METRICS}
+
+
+def run_tiger(
+    dataset: Dataset,
+    config: BaselineTrainConfig,
+    work_dir: str | Path,
+    settings: TigerSettings = TigerSettings(),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize, train (select on validation Recall@10) and test TIGER; its JSON record, in the
+    shape of the other baselines'. ``work_dir`` keeps the tokens and the run (resumable)."""
+    start = time.perf_counter()
+    work = Path(work_dir)
+    tokens_info = tiger_tokens(dataset, work / "tokens", settings, config.seed)
+    train_config = TrainConfig(
+        session_items=1, history_length=settings.history_length, batch_size=settings.batch_size,
+        epochs=settings.epochs, lr=settings.lr, patience=settings.patience,
+        eval_beam=settings.eval_beam, eval_users=settings.eval_users, seed=config.seed,
+        max_seconds=config.max_seconds, device=config.device,
+    )  # fmt: skip
+    t = time.perf_counter()
+    trained = train_on_dataset(dataset, work / "tokens", work / "model", train_config,
+                               preset="tiger", model_overrides=settings.model,
+                               progress=progress)  # fmt: skip
+    train_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    # TIGER reads the last 20 items; the targets are the same as every baseline's split
+    split = leave_one_out(dataset.log, history_length=settings.history_length)
+    results = {}
+    for part, examples in (("valid", split.valid), ("test", split.test)):
+        for exclude in (False, True):
+            key = part + ("_exclude_seen" if exclude else "")
+            results[key] = ranked_metrics(trained.model, examples, trained.semantic_ids,
+                                          settings.eval_beam, exclude)  # fmt: skip
+    evaluate_seconds = time.perf_counter() - t
+    lines = (work / "model" / "metrics.jsonl").read_text().splitlines()
+    log = [json.loads(x) for x in lines if "valid_recall@10" in json.loads(x)]
+    best = max(range(len(log)), key=lambda i: log[i]["valid_recall@10"]) if log else -1
+    model = trained.model
+    return {
+        "model": "tiger",
+        "class": "OneRec (tiger preset)",
+        "parameters": model.num_parameters(),
+        "hyperparameters": {"model": model.config.to_dict(), "settings": asdict(settings),
+                            "tokens": tokens_info},  # fmt: skip
+        "train_config": asdict(train_config),
+        "training": {
+            "best_epoch": best,
+            "epochs": trained.state["epochs"],
+            "stopped": trained.state.get("stopped", "epochs"),
+            "log": log,
+        },
+        "seconds": {"tokenize": tokens_info["seconds"], "train": train_seconds,
+                    "evaluate": evaluate_seconds, "total": time.perf_counter() - start},  # fmt: skip
+        "results": results,
+        "published": PUBLISHED.get(dataset.name),
+    }
