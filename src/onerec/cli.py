@@ -175,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr, patience=args.patience, eval_beam=args.eval_beam,
         eval_users=args.eval_users, exclude_seen=args.exclude_seen, seed=args.seed,
         device=args.device, max_seconds=args.max_seconds,
+        features=tuple(f.strip() for f in (args.features or "").split(",") if f.strip()),
     )  # fmt: skip
     overrides = parse_overrides(args.model or ())
     run = train_on_dataset(_load(args.source, args), args.tokens, args.out, config,
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="never rank a user's earlier items (validation)")
     tr.add_argument("--max-seconds", type=float, default=None,
                     help="stop after the epoch that passes this time budget (best epoch kept)")
+    tr.add_argument("--features", default=None, metavar="NAME,NAME",
+                    help="side features of every history item: time_gap and/or signals of the "
+                    "log, e.g. time_gap,watch_time (default: none)")
     tr.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=cmd_train)

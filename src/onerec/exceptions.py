@@ -95,6 +95,10 @@ class ConfigError(OneRecError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
+class UnknownFeatureError(ConfigError):
+    """A side-feature name is neither a derived feature (``time_gap``) nor a signal of the log."""
+
+
 class EvaluationError(OneRecError, ValueError):
     """Predictions and evaluation targets do not fit together."""
 

@@ -17,7 +17,7 @@ import numpy as np
 class Ragged:
     """Rows ``values[offsets[i]:offsets[i+1]]`` for ``i`` in ``range(len(offsets) - 1)``."""
 
-    values: np.ndarray  # (nnz,) int64
+    values: np.ndarray  # (nnz,) int64; or (nnz, F) rows (side features), sliced the same way
     offsets: np.ndarray  # (n_rows + 1,) int64, offsets[0] == 0, non-decreasing
 
     def __post_init__(self) -> None:

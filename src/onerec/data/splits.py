@@ -8,7 +8,9 @@
 
 A :class:`Split` holds the training rows as an :class:`InteractionLog` (all signals kept, so a
 reward model or a session builder can still read them) and the evaluation rows as
-:class:`Examples`.
+:class:`Examples`. With ``features`` (names of :func:`~onerec.data.features.interaction_features`)
+the examples carry every history item's side features, and :meth:`Split.train_features` gives
+those of the training sequences.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onerec.data.examples import Examples
+from onerec.data.features import interaction_features
 from onerec.data.ragged import Ragged
 from onerec.data.report import FilterReport
 from onerec.data.schema import IdMap, InteractionLog
@@ -46,6 +49,21 @@ class Split:
         """Each user's training items in time order; row ``u`` is user index ``u``."""
         log = self.train.sorted()
         return Ragged.from_sorted_groups(log.user, log.item, log.num_users)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Names of the side features the split was built with (empty: none)."""
+        return tuple(self.params.get("features") or ())
+
+    def train_features(self) -> Ragged | None:
+        """Side features ``(nnz, F)`` of :meth:`train_sequences`, row for row (None without
+        features). Both protocols train on a time prefix of every user's rows, so the time gaps
+        computed here equal those of the full log that the examples were built from."""
+        if not self.features:
+            return None
+        log = self.train.sorted()
+        lengths = np.bincount(log.user, minlength=log.num_users).astype(np.int64)
+        return _rows(interaction_features(log, self.features), lengths)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -119,32 +137,52 @@ def _check_history_length(history_length: int) -> None:
         raise ConfigError(f"history_length must be >= 1, got {history_length}")
 
 
+def _rows(values: np.ndarray, lengths: np.ndarray) -> Ragged:
+    """A Ragged of ``values`` rows (any trailing shape, unlike ``Ragged.from_lengths``)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Ragged(values, offsets)
+
+
+def _with_features(params: dict[str, Any], features: Sequence[str]) -> dict[str, Any]:
+    """``params`` plus the feature names, only when there are some (old summaries unchanged)."""
+    return {**params, "features": list(features)} if features else params
+
+
 def leave_one_out(
     log: InteractionLog,
     *,
     history_length: int = 20,
     min_interactions: int = 3,
     on_short: str = "drop",
+    features: Sequence[str] = (),
 ) -> Split:
     """Last item test, second-to-last validation, the rest training (TIGER / S3-Rec).
 
     Users with fewer than ``min_interactions`` (at least 3: one to train on, one to validate,
-    one to test) are dropped and counted, or raise with ``on_short='error'``.
+    one to test) are dropped and counted, or raise with ``on_short='error'``. ``features``:
+    side features (:func:`~onerec.data.features.interaction_features` names) for
+    ``Examples.history_features``.
     """
     _check_history_length(history_length)
     if min_interactions < 3:
         raise ConfigError(f"leave-one-out needs min_interactions >= 3, got {min_interactions}")
     log, report = filter_min_interactions(log, min_interactions, on_short=on_short)
+    features = tuple(features)
     log = log.sorted()
     seqs = Ragged.from_sorted_groups(log.user, log.item, log.num_users)
+    feats = _rows(interaction_features(log, features), seqs.lengths) if features else None
     users = np.flatnonzero(seqs.lengths > 0)
     seqs = seqs.take(users)
+    feats = None if feats is None else feats.take(users)
 
     def examples(cut: int) -> Examples:
         # history = everything before the last `cut` items; target = the item right after it
         before = seqs.drop_last(cut)
         target = Ragged(seqs.values[seqs.offsets[1:] - cut], np.arange(len(users) + 1))
-        return Examples(users.copy(), before.tail(history_length), target, before)
+        history_features = None if feats is None else feats.drop_last(cut).tail(history_length)
+        return Examples(users.copy(), before.tail(history_length), target, before,
+                        history_features)  # fmt: skip
 
     # the sorted log's rows are the values of `seqs`, row for row: count positions from the end
     pos_from_end = np.repeat(seqs.offsets[1:], seqs.lengths) - 1 - np.arange(len(log))
@@ -154,7 +192,8 @@ def leave_one_out(
         train,
         examples(2),
         examples(1),
-        {"history_length": history_length, "min_interactions": min_interactions},
+        _with_features({"history_length": history_length, "min_interactions": min_interactions},
+                       features),  # fmt: skip
         [report],
     )
 
@@ -168,6 +207,7 @@ def temporal_split(
     test_fraction: float = 0.1,
     history_length: int = 20,
     targets: str = "all",
+    features: Sequence[str] = (),
 ) -> Split:
     """A global temporal split: rows before ``valid_start`` train, rows in
     ``[valid_start, test_start)`` validate, rows from ``test_start`` on test.
@@ -177,6 +217,7 @@ def temporal_split(
     history = the user's rows before the window (most recent ``history_length``), targets = the
     user's items in the window (``targets='all'``, in time order) or only the first
     (``targets='next'``). Users with no history before a window are dropped and counted.
+    ``features``: side features of the history items, as in :func:`leave_one_out`.
     """
     _check_history_length(history_length)
     if targets not in ("all", "next"):
@@ -186,8 +227,10 @@ def temporal_split(
             raise ConfigError(f"{name} must be in (0, 1), got {frac}")
     if valid_fraction + test_fraction >= 1:
         raise ConfigError("valid_fraction + test_fraction must be < 1")
+    features = tuple(features)
     log = log.sorted()
     ts = log.timestamp
+    feats = interaction_features(log, features) if features else None
     if test_start is None:
         test_start = float(np.quantile(ts, 1 - test_fraction))
     if valid_start is None:
@@ -197,7 +240,8 @@ def temporal_split(
     reports: list[FilterReport] = []
 
     def window(start: float, end: float) -> Examples:
-        before = log.take(ts < start)
+        earlier = ts < start
+        before = log.take(earlier)
         inside = log.take((ts >= start) & (ts < end))
         hist = Ragged.from_sorted_groups(before.user, before.item, log.num_users)
         tgt = Ragged.from_sorted_groups(inside.user, inside.item, log.num_users)
@@ -215,7 +259,10 @@ def temporal_split(
         if targets == "next":
             target = target.head(1)
         seen = hist.take(users)
-        return Examples(users, seen.tail(history_length), target, seen)
+        history_features = None
+        if feats is not None:
+            history_features = Ragged(feats[earlier], hist.offsets).take(users).tail(history_length)
+        return Examples(users, seen.tail(history_length), target, seen, history_features)
 
     valid = window(valid_start, test_start)
     test = window(test_start, np.inf)
@@ -225,11 +272,11 @@ def temporal_split(
         train,
         valid,
         test,
-        {
+        _with_features({
             "history_length": history_length,
             "valid_start": valid_start,
             "test_start": test_start,
             "targets": targets,
-        },
+        }, features),  # fmt: skip
         reports,
     )

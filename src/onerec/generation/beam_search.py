@@ -352,13 +352,17 @@ def rank_examples(
 ) -> Tensor:
     """Ranked next items ``(rows, top_k_items)`` of every row of ``examples`` (its history and
     user), by beam search in batches of ``batch_size`` users: the ``ranked=`` input of
-    :func:`onerec.evaluation.evaluate`. ``exclude_seen`` keeps ``examples.seen`` out."""
+    :func:`onerec.evaluation.evaluate`. ``exclude_seen`` keeps ``examples.seen`` out. A model
+    that reads side features gets ``examples.history_features``."""
+    use_features = model.config.history_features > 0 and examples.history_features is not None
     out = []
     for start in tqdm(range(0, len(examples), batch_size), desc="ranking", unit="batch",
                       disable=not progress):  # fmt: skip
         part = examples.take(np.arange(start, min(start + batch_size, len(examples))))
+        features = part.history_features.values if use_features else None
         beams = beam_search_items(model, part.history, torch.from_numpy(part.user), semantic_ids,
                                   beam_size, top_k_items,
-                                  part.seen if exclude_seen else None)  # fmt: skip
+                                  part.seen if exclude_seen else None,
+                                  history_features=features)  # fmt: skip
         out.append(beams.items.cpu())
     return torch.cat(out) if out else torch.zeros(0, top_k_items, dtype=torch.int64)

@@ -16,6 +16,10 @@ The run folder contract:
 - ``train_config.json`` (optional here): ``history_length`` and ``session_items`` of training;
 - ``users.parquet`` (optional): one column ``user_id``, row i = user index i in training.
 
+A model trained with side features (``OneRecConfig.history_features`` > 0, ``onerec train
+--features``) needs the feature rows of the history items with every request (``features=``,
+computed as in training by :func:`onerec.data.features.interaction_features`).
+
 Users not in ``users.parquet`` (or every user, when the file is absent) are served as anonymous
 (user index -1, the model's zero user vector): new users are normal in serving, so this is
 reported in the result (``Recommendation.anonymous``), not raised.
@@ -210,11 +214,14 @@ class Recommender:
         exclude_history: bool = True,
         truncate: bool = False,
         alternatives: int = 0,
+        features: np.ndarray | None = None,
     ) -> Recommendation:
-        """A session of ``n_items`` distinct items for one user (see :meth:`recommend_batch`)."""
+        """A session of ``n_items`` distinct items for one user (see :meth:`recommend_batch`);
+        ``features``: ``(len(history), F)`` side features of the history items."""
         return self.recommend_batch(
             [history], [user], n_items=n_items, beam_size=beam_size,
             exclude_history=exclude_history, truncate=truncate, alternatives=alternatives,
+            features=None if features is None else [features],
         )[0]  # fmt: skip
 
     def recommend_batch(
@@ -226,6 +233,7 @@ class Recommender:
         exclude_history: bool = True,
         truncate: bool = False,
         alternatives: int = 0,
+        features: Sequence[np.ndarray] | None = None,
     ) -> list[Recommendation]:
         """One session per history, from a single beam search over all of them.
 
@@ -236,6 +244,8 @@ class Recommender:
         user's history (all of it, also the part ``truncate`` drops); ``truncate``: keep only
         the most recent ``history_length`` items instead of raising; ``alternatives``: how many
         next-best sessions to return besides the best (fewer when the search found fewer).
+        ``features``: for a model trained with side features (and only then), one ``(len(h),
+        F)`` array per history ``h``: the features of its items, row for row.
         """
         n_items = self.session_items if n_items is None else n_items
         self._check_sizes(n_items, beam_size, alternatives)
@@ -253,6 +263,7 @@ class Recommender:
         many = len(rows) > 1
         for r, row in enumerate(rows):
             self._check_length(row, r if many else None, truncate)
+        feature_rows = self._feature_rows(features, rows, many)
         indices = self._item_indices(rows, many)
         if exclude_history:
             self._check_enough_items(indices, n_items, many)
@@ -267,7 +278,9 @@ class Recommender:
             beam_size,
             n_items,
             Ragged.from_lists(indices) if exclude_history else None,
-        )
+            history_features=None if feature_rows is None else np.concatenate(
+                [f[-self.history_length :] for f in feature_rows]),
+        )  # fmt: skip
         items = beams.items.cpu().numpy()  # (B, beam, m)
         log_probs = beams.log_probs.cpu().numpy().astype(float)  # (B, beam)
         out = []
@@ -354,6 +367,39 @@ class Recommender:
                 hint=f"pass the {self.history_length} most recent items, or truncate=True "
                 f"(--truncate) to keep them and drop the older ones.",
             )
+
+    def _feature_rows(
+        self, features: Sequence[Any] | None, rows: list[np.ndarray], many: bool
+    ) -> list[np.ndarray] | None:
+        """Every history's ``(len, F)`` float32 side features, checked against the model."""
+        f = self.model.config.history_features
+        if f == 0:
+            if features is not None:
+                raise RecommendationError(
+                    "features were given but the model was trained without side features",
+                    hint="leave features out (None).",
+                )
+            return None
+        if features is None or len(features) != len(rows):
+            got = "none" if features is None else f"{len(features)} arrays"
+            raise RecommendationError(
+                f"the model was trained with {f} side features per history item: features must "
+                f"hold one (history length, {f}) array per history ({len(rows)}), got {got}",
+                hint="pass features=..., rows computed for the history items as in training "
+                "(onerec.data.features.interaction_features).",
+            )
+        out = []
+        for r, (row, x) in enumerate(zip(rows, features)):
+            x = np.asarray(x, dtype=np.float32)
+            if x.shape != (len(row), f) or not np.isfinite(x).all():
+                who = "the history" if not many else f"the history of row {r}"
+                raise RecommendationError(
+                    f"{who} holds {len(row)} items, so its features must be a finite "
+                    f"({len(row)}, {f}) array, one row per item; got shape {x.shape}",
+                    hint="pass one row of the model's features per history item, oldest first.",
+                )
+            out.append(x)
+        return out
 
     def _item_indices(self, rows: list[np.ndarray], many: bool) -> list[np.ndarray]:
         """Catalog indices of every history's raw ids; UnknownItemError lists the unknown."""

@@ -53,7 +53,9 @@ def train_on_dataset(
     """Leave-one-out split of ``dataset`` (history ``config.history_length``), the semantic IDs
     saved by ``onerec tokenize`` in ``tokens``, a ``preset`` model (with ``model_overrides``), and
     a :class:`Trainer` writing into ``out``. An ``out`` that already holds a run is resumed with
-    its own model config (``model_overrides`` must then agree with it)."""
+    its own model config (``model_overrides`` must then agree with it). With
+    ``config.features`` the split carries those side features and the model reads them
+    (``history_features``)."""
     out = Path(out)
     items, ids = load_tokenization(tokens)
     if not np.array_equal(items.raw, dataset.log.items.raw):
@@ -61,9 +63,13 @@ def train_on_dataset(
             f"the semantic IDs in {tokens} were made for another catalog ({len(items)} items, "
             f"the dataset has {dataset.num_items}); run `onerec tokenize` on this dataset"
         )
-    split = leave_one_out(dataset.log, history_length=config.history_length)
+    split = leave_one_out(dataset.log, history_length=config.history_length,
+                          features=config.features)  # fmt: skip
     settings = {"max_history": config.history_length,
-                "max_session_items": max(5, config.session_items), **(model_overrides or {})}
+                "max_session_items": max(5, config.session_items)}  # fmt: skip
+    if config.features:  # absent otherwise: configs of runs without features stay as they were
+        settings["history_features"] = len(config.features)
+    settings.update(model_overrides or {})
     model_config = OneRecConfig.preset(preset, ids.level_sizes, **settings)
     saved = out / "model_config.json"
     if (out / "last.safetensors").exists() and saved.exists():

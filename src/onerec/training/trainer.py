@@ -38,12 +38,13 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
 from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
 from onerec.generation.beam_search import rank_examples
 from onerec.model.onerec import OneRec
-from onerec.model.tokens import pad_history
+from onerec.model.tokens import pad_features, pad_history
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.plots import plot_metrics
 from onerec.training.windows import length_batches, training_windows
@@ -58,7 +59,9 @@ class TrainConfig:
     ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere. ``max_seconds``: stop
     after the epoch that brings the run's time (training and validation, summed over resumes)
     past this budget; the best epoch so far is kept. The learning-rate schedule still spans
-    ``epochs``, so set ``epochs`` to what the budget holds when the schedule should finish."""
+    ``epochs``, so set ``epochs`` to what the budget holds when the schedule should finish.
+    ``features``: side features of every history item (``onerec.data.features`` names) the
+    split is built with and the model reads (``history_features = len(features)``)."""
 
     session_items: int = 1
     history_length: int = 20
@@ -78,8 +81,19 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     max_seconds: float | None = None
+    features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.features, (list, tuple)) or not all(
+            isinstance(f, str) and f for f in self.features
+        ):
+            raise ConfigError(
+                f"features must be a list of feature names, e.g. ['time_gap', 'watch_time'], "
+                f"got {self.features!r}"
+            )
+        object.__setattr__(self, "features", tuple(self.features))  # JSON gives a list
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"features must not repeat a name, got {list(self.features)}")
         for name in ("session_items", "history_length", "batch_size", "epochs", "eval_beam",
                      "log_every", "patience"):  # fmt: skip
             value = getattr(self, name)
@@ -107,6 +121,32 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**d)
+
+
+def _train_features(model: OneRec, split: Split, config: TrainConfig) -> Ragged | None:
+    """The training sequences' side features when the model reads them (else None); raises
+    :class:`ConfigError` when the model, the split and ``config.features`` disagree."""
+    wanted, names = model.config.history_features, split.features
+    if config.features and config.features != names:
+        raise ConfigError(
+            f"TrainConfig.features is {list(config.features)} but the split was built with "
+            f"{list(names)}: build the split with features={list(config.features)}"
+        )
+    if config.features and wanted != len(config.features):
+        raise ConfigError(
+            f"TrainConfig.features names {len(config.features)} features but the model reads "
+            f"{wanted}: build it with history_features={len(config.features)}"
+        )
+    if wanted == 0:
+        return None
+    if len(names) != wanted or split.valid.n_features != wanted:
+        raise ConfigError(
+            f"the model reads {wanted} side features per history item but the split has "
+            f"{len(names)} ({list(names)}): build the split with {wanted} features (e.g. "
+            f"leave_one_out(..., features=('time_gap', ...)), TrainConfig.features, "
+            f"`onerec train --features`) or the model with history_features={len(names)}"
+        )
+    return split.train_features()
 
 
 def _schedule(step: int, warmup: int, total: int) -> float:
@@ -154,8 +194,9 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if (
             dist.is_available() and dist.is_initialized()) else (0, 1)  # fmt: skip
         self.windows = training_windows(
-            split.train_sequences(), config.history_length, config.window_items
-        )
+            split.train_sequences(), config.history_length, config.window_items,
+            _train_features(model, split, config),
+        )  # fmt: skip
         n_targets = int(self.windows.n_targets.sum())
         if n_targets == 0:
             raise ConfigError("no training sequence has 2 items: there is nothing to predict")
@@ -191,6 +232,16 @@ class Trainer:
         starts = torch.arange(width, device=self.device) >= first.unsqueeze(1)
         return tokens, mask, starts, torch.from_numpy(w.user[rows]).to(self.device)
 
+    def _features(self, rows: np.ndarray) -> torch.Tensor | None:
+        """Side features ``(B, n, F)`` of windows ``rows``, laid out like :meth:`_tensors`'
+        items (zeros on padding); None when the model reads none."""
+        w = self.windows
+        if w.features is None:
+            return None
+        items = w.items.take(rows)
+        width = int(items.lengths.max())
+        return pad_features(items, w.features.take(rows).values, width).to(self.device)
+
     def _train_step(self, batch: np.ndarray) -> dict[str, float]:
         c, model = self.config, self.model
         rows = batch[self.rank :: self.world]
@@ -199,9 +250,10 @@ class Trainer:
         n_codes = 0
         if len(rows):  # a batch may have fewer windows than there are processes
             tokens, mask, starts, users = self._tensors(rows)
+            features = self._features(rows)
             with self.autocast:
                 out = model.sequence_loss(tokens, mask, users, c.session_items, starts=starts,
-                                          normalizer=1.0)  # fmt: skip
+                                          normalizer=1.0, features=features)  # fmt: skip
             total, n_codes, aux = out.ntp, out.n_codes, out.aux
         count = self._sum(torch.tensor(float(n_codes), device=self.device)).clamp(min=1)
         loss = total / count + model.config.aux_loss_weight * aux / self.world

@@ -7,6 +7,9 @@ and scores targets from column 1; each later window starts ``history_length`` it
 first target, so every target still sees its full history, and scores only the targets after
 that context. Every target of the training sequence is scored exactly once per epoch.
 
+Side features of the items (``Split.train_features``), when given, are cut the same way, so
+window w's feature rows belong to its items one for one.
+
 Batches group windows of similar length (no compute is spent on long padding) and hold about
 ``batch_targets`` targets each; which windows share a batch is reshuffled every epoch.
 """
@@ -28,6 +31,7 @@ class Windows:
     user: np.ndarray  # (W,) user index of every window
     items: Ragged  # item ids per window, oldest first
     first_target: np.ndarray  # (W,) >= 1
+    features: Ragged | None = None  # (nnz, F) side features of `items`, same offsets
 
     def __len__(self) -> int:
         return len(self.user)
@@ -38,9 +42,17 @@ class Windows:
         return np.maximum(self.items.lengths - self.first_target, 0)
 
 
-def training_windows(sequences: Ragged, history_length: int, max_length: int) -> Windows:
+def training_windows(
+    sequences: Ragged, history_length: int, max_length: int, features: Ragged | None = None
+) -> Windows:
     """Cut row ``u`` of ``sequences`` (user u's training items, oldest first) into windows of at
-    most ``max_length`` items; rows with fewer than 2 items give no window (no target)."""
+    most ``max_length`` items; rows with fewer than 2 items give no window (no target).
+    ``features``: side-feature rows of the items (same offsets as ``sequences``), sliced alike."""
+    if features is not None and not np.array_equal(features.offsets, sequences.offsets):
+        raise ConfigError(
+            "features must hold one row per item of sequences (the same offsets); build both "
+            "from the same split (Split.train_sequences and Split.train_features)"
+        )
     if history_length < 1:
         raise ConfigError(f"history_length must be >= 1, got {history_length}")
     if max_length <= history_length:
@@ -58,8 +70,10 @@ def training_windows(sequences: Ragged, history_length: int, max_length: int) ->
     first_col = np.where(k == 0, 1, max_length + (k - 1) * step)  # first target, in the row
     start = np.where(k == 0, 0, first_col - history_length)
     end = np.minimum(np.where(k == 0, max_length, first_col + step), lengths[row])
-    items = sequences.slices(sequences.offsets[row] + start, end - start)
-    return Windows(row, items, first_col - start)
+    starts, lengths = sequences.offsets[row] + start, end - start
+    items = sequences.slices(starts, lengths)
+    window_features = None if features is None else features.slices(starts, lengths)
+    return Windows(row, items, first_col - start, window_features)
 
 
 def length_batches(
