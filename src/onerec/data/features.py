@@ -11,10 +11,11 @@ Names:
 - ``"time_gap"``: ``log1p`` of the time since the same user's previous interaction, in the log's
   timestamp unit (0 for a user's first interaction): recency and session boundaries (a long gap
   starts a new visit) in one number whose scale does not explode on months-long gaps.
-- any key of ``log.signals`` (the simulator's ``watch_time``, ``like``, ``follow``, ...): a
-  non-negative signal whose maximum exceeds 1 (durations, counts) as ``log1p`` of it, which
-  keeps heavy tails in a range a linear projection can use; any other signal (0/1 flags, values
-  already in [0, 1], signed values) as it is.
+- any key of ``log.signals`` (the simulator's ``watch_time``, ``like``, ``follow``, ...) as
+  ``sign(x) * log1p(|x|)``: heavy tails (durations, counts) land in a range a linear projection
+  can use, flags stay two distinct values (0 and log 2), signs are kept. The transform depends
+  on the value alone, never on the rows it is computed over, so training windows, validation and
+  test examples and a served request scale the same value the same way.
 """
 
 from __future__ import annotations
@@ -68,13 +69,11 @@ def _time_gap(log: InteractionLog) -> np.ndarray:
 
 
 def _signal(log: InteractionLog, name: str) -> np.ndarray:
-    """Signal ``name``: ``log1p`` when non-negative with a maximum above 1, else as it is."""
+    """Signal ``name`` as ``sign(x) * log1p(|x|)``."""
     values = np.asarray(log.signals[name], dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError(
             f"signal {name!r} holds NaN or infinite values, which a side feature cannot carry",
             hint=f"fill or drop those rows, or leave {name!r} out of the features.",
         )
-    if len(values) and values.min() >= 0 and values.max() > 1:
-        return np.log1p(values)
-    return values
+    return np.sign(values) * np.log1p(np.abs(values))
