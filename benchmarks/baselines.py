@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from onerec.baselines.benchmark import ALL_MODELS, run_benchmark
+from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.train import BaselineTrainConfig
 
 
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--max-seconds", type=float, default=1140.0,
                         help="training time cap per model (the best epoch so far is kept)")
+    parser.add_argument("--tiger-epochs", type=int, default=TigerSettings().epochs,
+                        help="TIGER's schedule length (its training also stops at --max-seconds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--quiet", action="store_true")
@@ -47,6 +50,7 @@ def main() -> None:
                                  device=args.device)  # fmt: skip
     result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
                            config=config, work_dir=args.work_dir,
+                           tiger=TigerSettings(epochs=args.tiger_epochs),
                            progress=not args.quiet)  # fmt: skip
     print((args.out / f"baselines_{result['dataset']}.md").read_text())
 

@@ -20,6 +20,9 @@ Test users of the leave-one-out split (history: the last 20 items) are drawn wit
   a prefix of the same users), after warm-up calls. Throughput: users per second at ``--batch``
   users per call over ``--batches`` batches (``--hf-batches`` for HF), after one warm-up batch.
   Both include the encoder and the input preparation.
+- Shared work: the mean time per batch-1 call inside the decoder's feed-forward (MoE) layers,
+  which both sides run on the same rows (HF's decoder holds a copy of our MoE layer). HF's p50
+  divided by it bounds the batch-1 speedup that any search implementation could reach.
 - Agreement, per user that both ran: top-1 session identical, every returned beam identical
   (same order), same set of beams, and the largest score differences.
 - Training: ``--train-steps`` ``Trainer`` steps of the same model config on real batches of the
@@ -173,6 +176,28 @@ def throughput(search: Search, users: Examples, batch: int, n_batches: int) -> t
             "users_per_second": n / seconds}, results  # fmt: skip
 
 
+def decoder_ffn_ms(model: OneRec, search: Search, users: Examples) -> float:
+    """Mean milliseconds per batch-1 call spent inside the decoder's feed-forward layers (the
+    MoE experts). Both sides run these same layers on the same rows (HF's decoder holds a copy
+    of our MoE), so this time is shared: HF's latency divided by it bounds the batch-1 speedup
+    any search implementation could reach. Timed in separate, untimed-elsewhere calls."""
+    spent = [0.0]
+    started: dict[int, float] = {}
+    hooks = []
+    for block in model.decoder:
+        hooks.append(block.ffn.register_forward_pre_hook(
+            lambda m, _: started.__setitem__(id(m), time.perf_counter())))
+        hooks.append(block.ffn.register_forward_hook(
+            lambda m, _, __: spent.__setitem__(0, spent[0] + time.perf_counter() - started[id(m)])))
+    try:
+        for i in range(len(users)):
+            search(users.take(np.array([i])))
+    finally:
+        for h in hooks:
+            h.remove()
+    return 1000 * spent[0] / max(len(users), 1)
+
+
 def agreement(ours: list, theirs: list) -> dict[str, Any]:
     """Compare per-call results ``(items (B, beam, m), log_probs (B, beam))`` user by user."""
     top1 = every = same_set = users = 0
@@ -264,6 +289,9 @@ def table(result: dict[str, Any]) -> str:
         f"{ht['users_per_second']:.1f} | {result['speedup']['throughput']:.1f}x |",
         f"| users measured (latency / throughput) | {ol['users']} / {ot['users']} | "
         f"{hl['users']} / {ht['users']} | |",
+        f"| decoder feed-forward per user, batch 1 (ms; the same layers on both sides) | "
+        f"{result['shared_decoder_ffn_ms_per_user']:.1f} | same | bound "
+        f"{result['batch_1_speedup_bound']:.1f}x |",
     ]  # fmt: skip
     a = result["agreement"]["batch_1"]
     t = result["training"]
@@ -337,6 +365,8 @@ def main() -> None:
     print("HF: batch-1 latency ...", flush=True)
     hf_lat, hf_res = latency(hf, first(users, args.hf_users), args.warmup)
     print(f"  p50 {hf_lat['p50_ms']:.1f} ms, p99 {hf_lat['p99_ms']:.1f} ms", flush=True)
+    ffn_ms = decoder_ffn_ms(model, ours, first(users, min(args.users, 50)))
+    print(f"  decoder feed-forward (shared by both): {ffn_ms:.1f} ms per user", flush=True)
     print(f"ours: throughput at batch {args.batch} ...", flush=True)
     ours_tp, ours_batches = throughput(ours, users, args.batch, args.batches)
     print(f"  {ours_tp['users_per_second']:.1f} users/s", flush=True)
@@ -359,6 +389,8 @@ def main() -> None:
                    "train_config": asdict(train), "matmul_peak_size": args.peak_size},
         "mapping_max_abs_logit_diff": mapping_diff,
         "ours": {"latency": ours_lat, "throughput": ours_tp},
+        "shared_decoder_ffn_ms_per_user": ffn_ms,
+        "batch_1_speedup_bound": hf_lat["p50_ms"] / ffn_ms,
         "hf": {"latency": hf_lat, "throughput": hf_tp,
                "method": "T5ForConditionalGeneration.generate, num_beams=beam, "
                          "prefix_allowed_tokens_fn (PrefixConstrainedLogitsProcessor), "
