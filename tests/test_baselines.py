@@ -287,3 +287,28 @@ def test_tiger_is_onerec_code_in_tiger_configuration(dataset, tmp_path):
     assert set(record["results"]) == {"valid", "test", "valid_exclude_seen", "test_exclude_seen"}
     assert "| tiger |" in (out / "baselines_cycle.md").read_text()
     assert (tmp_path / "work" / "tiger_cycle" / "model" / "model.safetensors").exists()
+
+
+def test_tiger_reads_the_published_beauty_codes_aligned_to_our_items(data_dir, tmp_path):
+    """Beauty has no item text here: TIGER takes CollisionGenRec's text RQ-VAE codes, key k = our
+    raw item k + 1, first 3 levels, plus our collision code."""
+    from onerec.baselines.tiger import published_ids, tiger_tokens
+    from onerec.data.registry import load_dataset
+    from onerec.tokenizer.pipeline import load_tokenization
+    from onerec.tokenizer.published import read_index_json
+
+    ds = load_dataset("beauty", data_dir)
+    ids = published_ids(ds, data_dir, levels=3)
+    keys, codes = read_index_json(data_dir / "cgr" / "Beauty.rqvae_native.index.json")
+    assert ids.n_items == ds.num_items and ids.base_levels == 3 and ids.n_levels == 4
+    for key in (0, 7, 12100):
+        row = int(ds.log.items.index(np.array([key + 1]))[0])
+        assert ids.codes[row, :3].tolist() == codes[key, :3].tolist()
+    # 10,600 distinct 3-code prefixes of 12,101 items: a fifth of them share theirs
+    assert 0.15 < ids.collision_rate_before < 0.25 and ids.level_sizes[:3] == [256] * 3
+    info = tiger_tokens(ds, tmp_path / "tokens", TigerSettings(), seed=0, data_dir=data_dir)
+    assert info["published"].endswith("Beauty.rqvae_native.index.json")
+    items, saved = load_tokenization(tmp_path / "tokens")
+    assert torch.equal(saved.codes, ids.codes) and np.array_equal(items.raw, ds.log.items.raw)
+    with pytest.raises(ConfigError, match="published"):
+        tiger_tokens(ds, tmp_path / "t2", TigerSettings(codes="bogus"), seed=0)

@@ -169,7 +169,7 @@ def run_benchmark(
     for name in names:
         if name == "tiger":
             work = Path(work_dir) / f"tiger_{dataset.name}"
-            records[name] = run_tiger(dataset, config, work, tiger, progress=progress)
+            records[name] = run_tiger(dataset, config, work, tiger, progress, data_dir)
         else:
             records[name] = run_model(name, dataset, split, config, progress)
         result = {

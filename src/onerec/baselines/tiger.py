@@ -3,10 +3,13 @@
 TIGER is the generative-retrieval baseline the OneRec design grows out of, so it is built from
 the same parts and differs only in settings (the point of the comparison):
 
-1. item *content* embeddings only (text where the catalog has it, else attribute lists; TIGER
-   used Sentence-T5 on item text), no collaborative signal;
-2. an RQ-VAE tokenizer, 3 levels x 256 codes plus a collision code (``onerec.tokenizer``,
-   ``method="rqvae"``), where OneRec's default is balanced residual k-means;
+1. semantic IDs from item *content* only, no collaborative signal: an RQ-VAE, 3 levels x 256
+   codes plus a collision code (``onerec.tokenizer``, ``method="rqvae"``; OneRec's default is
+   balanced residual k-means) on item text embeddings, as TIGER (Sentence-T5 there, MiniLM
+   here). Beauty's item text is not available on these machines and its attribute lists are
+   too coarse (the RQ-VAE gave 96% of items the same codes as another item), so for Beauty the
+   runner reads a published TIGER-style RQ-VAE tokenization made from its text
+   (``PUBLISHED_CODES``: its first 3 levels, then our collision code);
 3. the ``tiger`` model preset: a *dense* encoder-decoder, 4 + 4 layers, d_model 128, MLP 1024,
    dropout 0.1, hashed user tokens (see :mod:`onerec.model.config`);
 4. next-item training (``session_items=1``) on the last 20 items (TIGER's history length), and
@@ -35,12 +38,16 @@ from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
 from onerec.evaluation import evaluate
 from onerec.generation.beam_search import rank_examples
 from onerec.model.onerec import OneRec
+from onerec.data.registry import resolve_data_dir
+from onerec.exceptions import ConfigError
 from onerec.tokenizer.pipeline import (
     TokenizeConfig,
     load_tokenization,
+    save_semantic_ids,
     save_tokenization,
     tokenize,
 )
+from onerec.tokenizer.published import read_index_json
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training import TrainConfig
 from onerec.training.pipeline import train_on_dataset
@@ -51,6 +58,12 @@ PUBLISHED = {
     "sports": {"source": "TIGER paper", "values": [0.0264, 0.0181, 0.0400, 0.0225]},
     "toys": {"source": "TIGER paper", "values": [0.0521, 0.0371, 0.0712, 0.0432]},
 }
+
+# Published RQ-VAE tokenizations from item text, for catalogs whose text is not here: file (in
+# the data directory) and the shift from its keys to the dataset's raw item ids. CollisionGenRec's
+# Beauty codes are keyed 0..12100 = S3-Rec item k + 1: with that shift, items sharing a first
+# code share attributes (mean Jaccard .38 vs .06 for random pairs; .07 without the shift).
+PUBLISHED_CODES: dict[str, tuple[str, int]] = {"beauty": ("cgr/Beauty.rqvae_native.index.json", 1)}
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,50 @@ class TigerSettings:
     batch_size: int = 256
     eval_beam: int = 20
     eval_users: int | None = 4096  # per-epoch validation subset (beam search is the cost)
+    # "auto": a PUBLISHED_CODES table where the dataset has one, else our RQ-VAE on content;
+    # "rqvae": always ours; "published": the table, or an error
+    codes: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the tiger preset
 
 
-def tiger_tokens(dataset: Dataset, out: Path, settings: TigerSettings, seed: int) -> dict[str, Any]:
-    """Content embeddings -> RQ-VAE semantic IDs saved in ``out`` (kept when a previous run
-    saved them there: a resumed run must keep its item codes); what was done, for the record."""
+def published_ids(dataset: Dataset, data_dir: str | Path | None, levels: int) -> SemanticIds:
+    """The dataset's ``PUBLISHED_CODES`` table, first ``levels`` levels, in the dataset's item
+    order, plus our collision code where items share them."""
+    name, shift = PUBLISHED_CODES[dataset.name]
+    keys, codes = read_index_json(resolve_data_dir(data_dir) / name)
+    if codes.shape[1] < levels or len(keys) != dataset.num_items:
+        raise ConfigError(
+            f"{name} has {len(keys)} items x {codes.shape[1]} levels; TIGER needs all "
+            f"{dataset.num_items} items of {dataset.name} and {levels} levels"
+        )
+    rows = dataset.log.items.index(keys + shift)  # an unknown item raises, naming it
+    ordered = codes.new_empty(len(keys), levels)
+    ordered[rows] = codes[:, :levels]
+    return SemanticIds.from_codes(ordered, [int(codes[:, :levels].max()) + 1] * levels)
+
+
+def tiger_tokens(
+    dataset: Dataset, out: Path, settings: TigerSettings, seed: int,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Semantic IDs saved in ``out`` (kept when a previous run saved them there: a resumed run
+    must keep its item codes): a published table or our RQ-VAE (``settings.codes``); what was
+    done, for the record."""
+    if settings.codes not in ("auto", "rqvae", "published"):
+        raise ConfigError(f"TIGER codes must be auto, rqvae or published, got {settings.codes!r}")
+    if settings.codes == "published" and dataset.name not in PUBLISHED_CODES:
+        raise ConfigError(
+            f"no published tokenization for {dataset.name!r} (there is for "
+            f"{sorted(PUBLISHED_CODES)}); use codes='rqvae'"
+        )
+    if settings.codes != "rqvae" and dataset.name in PUBLISHED_CODES:
+        source = {"published": PUBLISHED_CODES[dataset.name][0], "levels": settings.levels}
+        if not (out / "semantic_ids.parquet").exists():
+            ids = published_ids(dataset, data_dir, settings.levels)
+            save_semantic_ids(out, ids, dataset.log.items, {"tokenizer": source})
+        ids = load_tokenization(out)[1]
+        return {**source, "seconds": 0.0, "collision_rate_before": ids.collision_rate_before,
+                "codes_per_item": ids.n_levels}  # fmt: skip
     emb = EmbeddingConfig(sources=(content_source(dataset),), seed=seed)
     tok = TokenizeConfig(method="rqvae", levels=settings.levels,
                          codebook_size=settings.codebook_size,
@@ -105,12 +156,13 @@ def run_tiger(
     work_dir: str | Path,
     settings: TigerSettings = TigerSettings(),
     progress: bool = True,
+    data_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Tokenize, train (select on validation Recall@10) and test TIGER; its JSON record, in the
     shape of the other baselines'. ``work_dir`` keeps the tokens and the run (resumable)."""
     start = time.perf_counter()
     work = Path(work_dir)
-    tokens_info = tiger_tokens(dataset, work / "tokens", settings, config.seed)
+    tokens_info = tiger_tokens(dataset, work / "tokens", settings, config.seed, data_dir)
     train_config = TrainConfig(
         session_items=1, history_length=settings.history_length, batch_size=settings.batch_size,
         epochs=settings.epochs, lr=settings.lr, patience=settings.patience,

@@ -118,26 +118,34 @@ def save_tokenization(
 ) -> Path:
     """Write the quantizer, ``semantic_ids.parquet``, ``report.json``/``report.md`` and
     ``config.json`` (the tokenizer config plus ``extra``, e.g. the embedding config)."""
+    out = save_semantic_ids(directory, result.semantic_ids, items,
+                            {"tokenizer": asdict(result.config), **(extra or {})})  # fmt: skip
+    result.quantizer.save(out / "quantizer")
+    (out / "report.json").write_text(
+        json.dumps({**result.report.to_dict(), "fit_seconds": result.seconds}, indent=2)
+    )
+    (out / "report.md").write_text(f"# tokenization ({result.config.method})\n\n{report_markdown(result.report)}\n")
+    return out
+
+
+def save_semantic_ids(
+    directory: str | Path, ids: SemanticIds, items: IdMap, config: dict[str, Any]
+) -> Path:
+    """Write ``semantic_ids.parquet`` (raw item id -> codes) and ``config.json`` (``config``):
+    all that training and serving read. For codes that come without a quantizer (a published
+    tokenization); :func:`save_tokenization` adds the quantizer and its report."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    result.quantizer.save(out / "quantizer")
-    codes = result.semantic_ids.codes.cpu().numpy()
+    codes = ids.codes.cpu().numpy()
     if len(items) != len(codes):
         raise DataError(f"{len(items)} item ids for {len(codes)} code rows")
     table = pa.table(
         {"item_id": pa.array(items.raw), **{f"code_{i}": codes[:, i] for i in range(codes.shape[1])}}
     )
-    meta = {"level_sizes": json.dumps(result.semantic_ids.level_sizes),
-            "base_levels": str(result.semantic_ids.base_levels),
-            "collision_rate_before": repr(result.semantic_ids.collision_rate_before)}
+    meta = {"level_sizes": json.dumps(ids.level_sizes), "base_levels": str(ids.base_levels),
+            "collision_rate_before": repr(ids.collision_rate_before)}  # fmt: skip
     pq.write_table(table.replace_schema_metadata(meta), out / "semantic_ids.parquet")
-    (out / "report.json").write_text(
-        json.dumps({**result.report.to_dict(), "fit_seconds": result.seconds}, indent=2)
-    )
-    (out / "report.md").write_text(f"# tokenization ({result.config.method})\n\n{report_markdown(result.report)}\n")
-    (out / "config.json").write_text(
-        json.dumps({"tokenizer": asdict(result.config), **(extra or {})}, indent=2, default=str)
-    )
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return out
 
 
