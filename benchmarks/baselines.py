@@ -1,5 +1,6 @@
 """Baselines (popularity, SASRec-CE, SASRec-BCE, BERT4Rec, FDSA, TIGER) on the standard
-leave-one-out protocol, in the same harness as OneRec (a thin script over ``onerec.baselines.benchmark``).
+leave-one-out protocol, in the same harness as OneRec (a thin script over
+``onerec.baselines.benchmark``).
 
     python benchmarks/baselines.py --dataset beauty
     python benchmarks/baselines.py --dataset scientific --models pop,sasrec-ce,fdsa

@@ -202,7 +202,8 @@ def run_tiger(
             "log": log,
         },
         "seconds": {"tokenize": tokens_info["seconds"], "train": train_seconds,
-                    "evaluate": evaluate_seconds, "total": time.perf_counter() - start},  # fmt: skip
+                    "evaluate": evaluate_seconds,
+                    "total": time.perf_counter() - start},  # fmt: skip
         "results": results,
         "published": PUBLISHED.get(dataset.name),
     }

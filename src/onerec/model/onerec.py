@@ -618,10 +618,10 @@ class OneRec(nn.Module):
 
     def _reserve(self, cache: DecoderCache, rows: int, length: int, like: Tensor) -> None:
         """Make ``cache`` hold ``rows`` rows of at least ``length`` tokens, keeping its contents."""
-        if cache.self_kv is not None and cache.self_kv.shape[3] >= length:
+        have = 0 if cache.self_kv is None else cache.self_kv.shape[3]
+        if have >= length:
             return
-        capacity = max(length, cache.capacity, 2 * (cache.self_kv.shape[3] if cache.self_kv is
-                                                     not None else 0))  # fmt: skip
+        capacity = max(length, cache.capacity, 2 * have)  # doubling: few regrowths
         c = self.config
         buffer = like.new_zeros(rows, 2 * c.decoder_layers, c.n_heads, capacity,
                                 c.d_model // c.n_heads)  # fmt: skip

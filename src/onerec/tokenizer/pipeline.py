@@ -124,7 +124,8 @@ def save_tokenization(
     (out / "report.json").write_text(
         json.dumps({**result.report.to_dict(), "fit_seconds": result.seconds}, indent=2)
     )
-    (out / "report.md").write_text(f"# tokenization ({result.config.method})\n\n{report_markdown(result.report)}\n")
+    title = f"# tokenization ({result.config.method})"
+    (out / "report.md").write_text(f"{title}\n\n{report_markdown(result.report)}\n")
     return out
 
 

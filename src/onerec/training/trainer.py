@@ -363,8 +363,8 @@ class Trainer:
                 dist.barrier()
         if log is not None:
             log.close()
-        stopped = ("epochs" if self.epoch >= c.epochs else "patience" if self.bad_epochs >= c.patience
-                   else "time")  # fmt: skip
+        stopped = ("epochs" if self.epoch >= c.epochs
+                   else "patience" if self.bad_epochs >= c.patience else "time")  # fmt: skip
         state = {"epochs": self.epoch, "steps": self.step, "best_valid_recall@10": self.best,
                  "seconds": self.elapsed, "stopped": stopped}  # fmt: skip
         if main:
