@@ -2,6 +2,7 @@
 by the simulator's oracle, valid sessions, the same numbers for the same seed."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,19 @@ def test_bad_settings_are_named() -> None:
         QuickstartConfig.scale("huge")
     with pytest.raises(ConfigError, match="train_on"):
         QuickstartConfig(train_on="everything")
+    with pytest.raises(ConfigError, match="onerec_train_items"):
+        QuickstartConfig(onerec_train_items=0)
+
+
+def test_next_item_targets_train_a_model_that_still_generates_sessions(tmp_path: Path) -> None:
+    """The m = 1 arm of benchmarks/session_targets.py: OneRec trains on next-item targets and
+    still decodes full sessions, graded like the default."""
+    cfg = QuickstartConfig.scale("tiny")
+    summary = run(tmp_path / "m1", config=replace(cfg, onerec_train_items=1), progress=False)
+    train = json.loads((tmp_path / "m1" / "onerec" / "train_config.json").read_text())
+    assert train["session_items"] == 1 and cfg.session_items == 5
+    sessions = pq.read_table(tmp_path / "m1" / "sessions.parquet")
+    items = [s for s, m in zip(sessions.column("items").to_pylist(),
+                               sessions.column("model").to_pylist()) if m == "onerec"]  # fmt: skip
+    assert items and all(len(s) == 5 and len(set(s)) == 5 for s in items)
+    assert np.isfinite(summary["rewards"]["onerec"]["swt_mean"])

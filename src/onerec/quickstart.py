@@ -113,6 +113,9 @@ class QuickstartConfig:
     eval_users: int = 500
     sessions_per_user: int = 8  # K sessions generated per user
     session_items: int = 5
+    # items per OneRec training target (None: session_items); 1 trains on next-item targets
+    # only, while generation still decodes session_items per session (the m = 1 ablation)
+    onerec_train_items: int | None = None
     candidates: int = 50  # baselines sample their sessions 2..K from their top items
     exclude_seen: bool = True
     examples: int = 3
@@ -125,6 +128,11 @@ class QuickstartConfig:
             if getattr(self, name) < 1:
                 value = getattr(self, name)
                 raise ConfigError(f"QuickstartConfig.{name} must be >= 1, got {value}")
+        if self.onerec_train_items is not None and self.onerec_train_items < 1:
+            raise ConfigError(
+                f"QuickstartConfig.onerec_train_items must be >= 1 or None, got "
+                f"{self.onerec_train_items}"
+            )
         if self.candidates < self.session_items:
             raise ConfigError(
                 f"candidates ({self.candidates}) must be >= session_items ({self.session_items})"
@@ -229,11 +237,13 @@ def run(
               "disambiguation")  # fmt: skip
         seconds["tokenize"] = time.perf_counter() - t
 
-    with _stage("train OneRec (next-session targets)"):
+    with _stage(f"train OneRec (next {cfg.onerec_train_items or cfg.session_items} items as "
+                "each target)"):
         t = time.perf_counter()
         shutil.rmtree(out / "onerec", ignore_errors=True)  # a fresh run, never a resumed one
         train_config = TrainConfig(
-            session_items=cfg.session_items, history_length=cfg.history_length,
+            session_items=cfg.onerec_train_items or cfg.session_items,
+            history_length=cfg.history_length,
             batch_size=cfg.onerec_batch_size, epochs=cfg.onerec_epochs,
             eval_users=cfg.validation_users, seed=cfg.seed, device="cpu",
         )  # fmt: skip
