@@ -12,7 +12,8 @@
 
 Writes ``baselines_<dataset>.json`` (commit, machine, configs, per-epoch logs, metrics, seconds,
 published numbers) and ``baselines_<dataset>.md`` (one table). Models of an earlier run of the
-same dataset in ``out_dir`` are kept unless run again, so models can be run one at a time.
+same dataset in ``out_dir`` are kept unless run again (the file is read again before each
+write), so models can be run one at a time, or side by side.
 """
 
 from __future__ import annotations
@@ -164,14 +165,16 @@ def run_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"baselines_{dataset.name}.json"
-    previous = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
-    records = dict(previous)
+    ours: dict[str, Any] = {}
     for name in names:
         if name == "tiger":
             work = Path(work_dir) / f"tiger_{dataset.name}"
-            records[name] = run_tiger(dataset, config, work, tiger, progress, data_dir)
+            ours[name] = run_tiger(dataset, config, work, tiger, progress, data_dir)
         else:
-            records[name] = run_model(name, dataset, split, config, progress)
+            ours[name] = run_model(name, dataset, split, config, progress)
+        # read the file again just before writing: another run may have added models meanwhile
+        records = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
+        records.update(ours)
         result = {
             "benchmark": "baselines",
             "dataset": dataset.name,
@@ -188,7 +191,7 @@ def run_benchmark(
         path.write_text(json.dumps(result, indent=2, default=str))
         (out / f"baselines_{dataset.name}.md").write_text(markdown_table(result))
         if progress:
-            print(markdown_row(records[name]), flush=True)
+            print(markdown_row(ours[name]), flush=True)
     return result
 
 
