@@ -75,7 +75,13 @@ class Block(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """Embeddings (+ learned positions) -> blocks -> final LayerNorm; ``(B, L) -> (B, L, D)``.
+    """Embeddings (+ learned positions) -> LayerNorm -> blocks -> final LayerNorm;
+    ``(B, L) -> (B, L, D)``.
+
+    The LayerNorm on the embeddings (S3-Rec's and BERT's ``LayerNorm(item + position)``; the
+    original SASRec scales them by sqrt(D) instead) matters: without it the embeddings, drawn at
+    std 0.02, enter the residual stream far below the blocks' outputs, and SASRec-BCE on Beauty
+    learned about 3x slower (validation Recall@10 .024 instead of .059 after 30 epochs).
 
     ``vocab`` counts every token including padding (0); SASRec has ``num_items + 1``, BERT4Rec
     one more for its mask token.
@@ -91,6 +97,7 @@ class SequenceEncoder(nn.Module):
         self.causal = causal
         self.items = nn.Embedding(vocab, hidden, padding_idx=PAD)
         self.positions = nn.Embedding(max_length, hidden)
+        self.emb_norm = nn.LayerNorm(hidden)
         self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(hidden)
@@ -103,7 +110,8 @@ class SequenceEncoder(nn.Module):
         """``embedded`` replaces the item embeddings of ``tokens`` (FDSA's feature branch)."""
         L = tokens.shape[1]
         x = self.items(tokens) if embedded is None else embedded
-        x = self.drop(x + self.positions.weight[-L:])  # right-aligned: last token, last position
+        # right-aligned: the last token gets the last position
+        x = self.drop(self.emb_norm(x + self.positions.weight[-L:]))
         mask = attention_mask(tokens, self.causal)
         for block in self.blocks:
             x = block(x, mask)
