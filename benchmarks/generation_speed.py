@@ -235,7 +235,7 @@ def matmul_peak(n: int, repeats: int = 5) -> float:
 
 def batch_tokens(trainer: Trainer, rows: np.ndarray, n_codes: int) -> tuple[int, int]:
     """Useful (padding excluded) and computed token positions, encoder + decoder, of a batch."""
-    tokens, mask, starts, _ = trainer._tensors(rows)
+    tokens, mask, starts, _, _ = trainer._tensors(rows)
     b, n, n_levels = tokens.shape
     m = trainer.config.session_items
     enc_useful = b + int(mask.sum()) * n_levels

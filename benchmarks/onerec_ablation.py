@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onerec_quality import METRICS, ranking_metrics, semantic_ids
+from onerec.training.pipeline import METRICS, ranking_metrics
+from onerec_quality import semantic_ids
 
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out

@@ -29,8 +29,6 @@ import torch
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
-from onerec.evaluation import evaluate
-from onerec.generation.beam_search import rank_examples
 from onerec.model.config import parse_overrides
 from onerec.runinfo import environment, peak_rss_bytes
 from onerec.tokenizer.pipeline import (
@@ -40,7 +38,7 @@ from onerec.tokenizer.pipeline import (
     tokenize,
 )
 from onerec.training import TrainConfig
-from onerec.training.pipeline import train_on_dataset
+from onerec.training.pipeline import METRICS, split_metrics, train_on_dataset
 
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
@@ -51,7 +49,6 @@ PUBLISHED = {
         "HSTU (genrec reproduction)": [0.0486, 0.0340, 0.0708, 0.0412],
     },
 }
-METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
 def embedding_config(dataset) -> EmbeddingConfig:
@@ -79,13 +76,6 @@ def semantic_ids(ds, split, root: Path, seed: int):
     return emb_config, tok_config, tok_dir, info
 
 
-def ranking_metrics(model, examples, ids, beam: int, exclude_seen: bool) -> dict[str, float]:
-    """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search."""
-    ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
-    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
-    return {k: means[k] for k in METRICS}
-
-
 def run(name: str, args: argparse.Namespace) -> dict:
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -109,11 +99,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
 
     t = time.perf_counter()
     model, ids = trained.model, trained.semantic_ids
-    results = {}
-    for part, examples in (("valid", split.valid), ("test", split.test)):
-        for exclude in (False, True):
-            key = f"{part}{'_exclude_seen' if exclude else ''}"
-            results[key] = ranking_metrics(model, examples, ids, args.eval_beam, exclude)
+    results = split_metrics(model, split, ids, args.eval_beam)
     times["evaluate"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
     metrics_lines = (Path(args.runs) / name / "model" / "metrics.jsonl").read_text().splitlines()

@@ -31,13 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from onerec.baselines.train import BaselineTrainConfig
-from onerec.data.examples import Examples
 from onerec.data.schema import Dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
-from onerec.evaluation import evaluate
-from onerec.generation.beam_search import rank_examples
-from onerec.model.onerec import OneRec
 from onerec.data.registry import resolve_data_dir
 from onerec.exceptions import ConfigError
 from onerec.tokenizer.pipeline import (
@@ -50,9 +46,8 @@ from onerec.tokenizer.pipeline import (
 from onerec.tokenizer.published import read_index_json
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training import TrainConfig
-from onerec.training.pipeline import train_on_dataset
+from onerec.training.pipeline import split_metrics, train_on_dataset
 
-METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 PUBLISHED = {
     "beauty": {"source": "TIGER paper", "values": [0.0454, 0.0321, 0.0648, 0.0384]},
     "sports": {"source": "TIGER paper", "values": [0.0264, 0.0181, 0.0400, 0.0225]},
@@ -141,15 +136,6 @@ def tiger_tokens(
             "codes_per_item": result.semantic_ids.n_levels}  # fmt: skip
 
 
-def ranked_metrics(
-    model: OneRec, examples: Examples, ids: SemanticIds, beam: int, exclude_seen: bool
-) -> dict[str, float]:
-    """Recall/NDCG@5/10 of the next item from beam-search rankings."""
-    ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
-    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
-    return {k: means[k] for k in METRICS}
-
-
 def run_tiger(
     dataset: Dataset,
     config: BaselineTrainConfig,
@@ -177,12 +163,7 @@ def run_tiger(
     t = time.perf_counter()
     # TIGER reads the last 20 items; the targets are the same as every baseline's split
     split = leave_one_out(dataset.log, history_length=settings.history_length)
-    results = {}
-    for part, examples in (("valid", split.valid), ("test", split.test)):
-        for exclude in (False, True):
-            key = part + ("_exclude_seen" if exclude else "")
-            results[key] = ranked_metrics(trained.model, examples, trained.semantic_ids,
-                                          settings.eval_beam, exclude)  # fmt: skip
+    results = split_metrics(trained.model, split, trained.semantic_ids, settings.eval_beam)
     evaluate_seconds = time.perf_counter() - t
     lines = (work / "model" / "metrics.jsonl").read_text().splitlines()
     log = [json.loads(x) for x in lines if "valid_recall@10" in json.loads(x)]

@@ -21,9 +21,12 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 
+from onerec.data.examples import Examples
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
+from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
+from onerec.generation.beam_search import rank_examples
 from onerec.model.config import OneRecConfig
 from onerec.model.onerec import OneRec
 from onerec.tokenizer.pipeline import load_tokenization
@@ -92,6 +95,27 @@ def train_on_dataset(
     trainer = Trainer(model, ids, split, config, out)
     state = trainer.fit(progress=progress)
     return TrainedRun(trainer.model, trainer.ids, split, state, out)
+
+
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def ranking_metrics(
+    model: OneRec, examples: Examples, ids: SemanticIds, beam: int, exclude_seen: bool
+) -> dict[str, float]:
+    """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search."""
+    ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
+    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
+    return {k: means[k] for k in METRICS}
+
+
+def split_metrics(model: OneRec, split: Split, ids: SemanticIds, beam: int) -> dict[str, dict]:
+    """:func:`ranking_metrics` of validation and test, seen items kept and excluded: the keys
+    ``valid``, ``valid_exclude_seen``, ``test``, ``test_exclude_seen`` of every benchmark."""
+    return {part + ("_exclude_seen" if exclude else ""):
+            ranking_metrics(model, examples, ids, beam, exclude)
+            for part, examples in (("valid", split.valid), ("test", split.test))
+            for exclude in (False, True)}  # fmt: skip
 
 
 def init_distributed_from_env() -> int | None:

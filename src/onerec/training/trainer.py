@@ -221,8 +221,9 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
 
     # --- one batch ------------------------------------------------------------------------------
-    def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Item tokens, mask, target starts and users of windows ``rows``, right-aligned."""
+    def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
+        """Item tokens, mask, target starts, users and side features (None when the model reads
+        none; zeros on padding) of windows ``rows``, right-aligned."""
         w = self.windows
         items = w.items.take(rows)
         width = int(items.lengths.max())
@@ -230,17 +231,10 @@ class Trainer:
         tokens, mask = self.model.layout.encode_history(padded, self.ids.codes)
         first = torch.from_numpy(width - items.lengths + w.first_target[rows]).to(self.device)
         starts = torch.arange(width, device=self.device) >= first.unsqueeze(1)
-        return tokens, mask, starts, torch.from_numpy(w.user[rows]).to(self.device)
-
-    def _features(self, rows: np.ndarray) -> torch.Tensor | None:
-        """Side features ``(B, n, F)`` of windows ``rows``, laid out like :meth:`_tensors`'
-        items (zeros on padding); None when the model reads none."""
-        w = self.windows
-        if w.features is None:
-            return None
-        items = w.items.take(rows)
-        width = int(items.lengths.max())
-        return pad_features(items, w.features.take(rows).values, width).to(self.device)
+        features = None
+        if w.features is not None:
+            features = pad_features(items, w.features.take(rows).values, width).to(self.device)
+        return tokens, mask, starts, torch.from_numpy(w.user[rows]).to(self.device), features
 
     def _train_step(self, batch: np.ndarray) -> dict[str, float]:
         c, model = self.config, self.model
@@ -249,8 +243,7 @@ class Trainer:
         total = aux = torch.zeros((), device=self.device)
         n_codes = 0
         if len(rows):  # a batch may have fewer windows than there are processes
-            tokens, mask, starts, users = self._tensors(rows)
-            features = self._features(rows)
+            tokens, mask, starts, users, features = self._tensors(rows)
             with self.autocast:
                 out = model.sequence_loss(tokens, mask, users, c.session_items, starts=starts,
                                           normalizer=1.0, features=features)  # fmt: skip
