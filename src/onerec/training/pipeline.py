@@ -105,7 +105,8 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search."""
     ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
-    means = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen).means()
+    result = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen)
+    means = result.means()
     return {k: means[k] for k in METRICS}
 
 
