@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from onerec.data import Examples, Ragged, SyntheticConfig, generate, leave_one_out, temporal_split
-from onerec.data.features import interaction_features
+from onerec.data.features import history_features, interaction_features
 from onerec.data.schema import InteractionLog, build_log
 from onerec.data.splits import Split
 from onerec.embeddings import cooccurrence_embeddings
 from onerec.exceptions import (
     ConfigError,
+    DataError,
     ModelError,
     RecommendationError,
     UnknownFeatureError,
@@ -67,6 +68,22 @@ def test_feature_values_by_hand(hand_log: InteractionLog) -> None:
     # rows stay aligned with the log as given, sorted or not
     np.testing.assert_array_equal(interaction_features(hand_log, ["time_gap", "watch_time"]),
                                   x[np.argsort(hand_log.time_order())][:, :2])  # fmt: skip
+
+
+def test_request_features_equal_the_log_features(hand_log: InteractionLog) -> None:
+    """A served request's raw values give the rows training computed from the log."""
+    log = hand_log.sorted()
+    x = interaction_features(log, ["time_gap", "watch_time", "signed"])[rows_of(log, 1)]
+    got = history_features(["time_gap", "watch_time", "signed"], 5, timestamps=[1, 2, 3, 5, 9],
+                           signals={"watch_time": [20.0, 1.0, 0.5, 2.0, 7.0],
+                                    "signed": [0.0, 0.0, -2.0, 5.0, 1.0]})  # fmt: skip
+    np.testing.assert_allclose(got, x, rtol=1e-6)
+    with pytest.raises(DataError, match="no timestamps"):
+        history_features(["time_gap"], 2, signals={})
+    with pytest.raises(DataError, match="3 entries for 2 history items"):
+        history_features(["watch_time"], 2, signals={"watch_time": [1, 2, 3]})
+    with pytest.raises(UnknownFeatureError, match="'like'"):
+        history_features(["time_gap"], 2, timestamps=[1, 2], signals={"like": [0, 1]})
 
 
 def test_unknown_feature_names_the_available_ones(hand_log: InteractionLog) -> None:
@@ -265,3 +282,18 @@ def test_train_command_with_features_and_serving(
         recommender.recommend(history, n_items=1, beam_size=4, features=np.zeros((3, 2)))
     rec = recommender.recommend(history, n_items=1, beam_size=4, features=np.ones((4, 2)))
     assert len(rec.items) == 1 and rec.items[0] not in history
+
+    # the command line takes raw timestamps and signal values and transforms them as training
+    assert recommender.feature_names == ("time_gap", "watch_time")
+    features = recommender.request_features(4, [10, 20, 20, 50], {"watch_time": [1, 0, 3, 2]})
+    expected = recommender.recommend(history, n_items=2, beam_size=4, features=features)
+    command = ["recommend", str(run), "--history", ",".join(map(str, history)), "--items", "2",
+               "--beam", "4", "--json", "--timestamps", "10,20,20,50"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*command, "--signal", "watch_time=1,0,3,2"]) == 0
+    served = json.loads(capsys.readouterr().out)["items"]
+    assert [str(i) for i in served] == [str(i) for i in expected.items]
+    assert main(command) == 2  # watch_time missing
+    assert "'watch_time' values" in capsys.readouterr().err
+    assert main([*command, "--signal", "watch_time=1,0,x,2"]) == 2
+    assert "comma-separated numbers" in capsys.readouterr().err

@@ -42,6 +42,14 @@ def test_every_method_gives_unique_ids_and_a_report(method: str, tmp_path: Path)
     assert json.loads((tmp_path / "tok" / "config.json").read_text())["tokenizer"]["method"] == method
 
 
+def test_progress_false_prints_no_bar(capsys: pytest.CaptureFixture) -> None:
+    config = TokenizeConfig(method="rqvae", levels=2, codebook_size=8, rqvae_epochs=3)
+    tokenize(clustered(200), config, progress=False)
+    assert "RQ-VAE" not in capsys.readouterr().err
+    tokenize(clustered(200), config)  # the default shows the bar
+    assert "training RQ-VAE" in capsys.readouterr().err
+
+
 def test_rqvae_round_trip_and_errors(tmp_path: Path) -> None:
     x = clustered(300, 8)
     q = RQVAEQuantizer(RQVAEConfig(levels=2, codebook_size=8, epochs=10, hidden=(32,), latent_dim=4))

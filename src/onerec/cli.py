@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from onerec import __version__
-from onerec.exceptions import OneRecError
+from onerec.exceptions import ConfigError, OneRecError
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -194,10 +194,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     recommender = Recommender.from_run(args.run, device=args.device)
+    features = None
+    if recommender.model.config.history_features or args.timestamps or args.signal:
+        timestamps = None if args.timestamps is None else _numbers(args.timestamps, "--timestamps")
+        signals = {}
+        for spec in args.signal:
+            name, sep, values = spec.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"--signal expects NAME=V,V,... (one value per history item), "
+                                  f"got {spec!r}")  # fmt: skip
+            signals[name.strip()] = _numbers(values, f"--signal {name.strip()}")
+        features = recommender.request_features(len(history), timestamps, signals)
     rec = recommender.recommend(
         history, user=args.user, n_items=args.items, beam_size=args.beam,
         exclude_history=not args.keep_history, truncate=args.truncate,
-        alternatives=args.alternatives,
+        alternatives=args.alternatives, features=features,
     )  # fmt: skip
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2, default=str))
@@ -213,6 +224,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"  alternative {k} (log-prob {alt.log_prob:.4f}): "
               f"{', '.join(str(i) for i in alt.items)}")
     return 0
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers, or a named error that quotes the option."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{option} expects comma-separated numbers, got {text!r}") from e
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -341,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the most recent items of a history longer than the model reads")
     rec.add_argument("--alternatives", type=int, default=0,
                      help="also print this many next-best sessions")
+    rec.add_argument("--timestamps", default=None, metavar="T,T,...",
+                     help="one timestamp per history item (models trained with time_gap)")
+    rec.add_argument("--signal", action="append", default=[], metavar="NAME=V,V,...",
+                     help="one value of a signal per history item (models trained with that "
+                     "signal as a feature); repeatable")
     rec.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=cmd_recommend)

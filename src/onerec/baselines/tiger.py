@@ -100,7 +100,7 @@ def published_ids(dataset: Dataset, data_dir: str | Path | None, levels: int) ->
 
 def tiger_tokens(
     dataset: Dataset, out: Path, settings: TigerSettings, seed: int,
-    data_dir: str | Path | None = None,
+    data_dir: str | Path | None = None, progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Semantic IDs saved in ``out`` (kept when a previous run saved them there: a resumed run
     must keep its item codes): a published table or our RQ-VAE (``settings.codes``); what was
@@ -128,7 +128,7 @@ def tiger_tokens(
         ids = load_tokenization(out)[1]
         return {"embeddings": asdict(emb), "tokenizer": asdict(tok), "seconds": 0.0,
                 "reused": str(out), "codes_per_item": ids.n_levels}  # fmt: skip
-    result = tokenize(item_embeddings(dataset, emb), tok)
+    result = tokenize(item_embeddings(dataset, emb), tok, progress=progress)
     save_tokenization(out, result, dataset.log.items,
                       {"dataset": dataset.name, "embeddings": asdict(emb)})  # fmt: skip
     return {"embeddings": asdict(emb), "tokenizer": asdict(tok), "seconds": result.seconds,
@@ -148,7 +148,8 @@ def run_tiger(
     shape of the other baselines'. ``work_dir`` keeps the tokens and the run (resumable)."""
     start = time.perf_counter()
     work = Path(work_dir)
-    tokens_info = tiger_tokens(dataset, work / "tokens", settings, config.seed, data_dir)
+    tokens_info = tiger_tokens(dataset, work / "tokens", settings, config.seed, data_dir,
+                               progress)
     train_config = TrainConfig(
         session_items=1, history_length=settings.history_length, batch_size=settings.batch_size,
         epochs=settings.epochs, lr=settings.lr, patience=settings.patience,

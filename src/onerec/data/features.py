@@ -57,23 +57,75 @@ def interaction_features(log: InteractionLog, names: Sequence[str]) -> np.ndarra
 def _time_gap(log: InteractionLog) -> np.ndarray:
     """``log1p`` of the time since the user's previous row (0 on a user's first row)."""
     order = log.time_order()  # any row order works; ties keep row order (gap 0)
-    user = log.user[order]
-    ts = log.timestamp[order].astype(np.float64)
-    gap = np.zeros(len(log), dtype=np.float64)
-    if len(log) > 1:
+    out = np.empty(len(log), dtype=np.float64)
+    out[order] = _gaps(log.user[order], log.timestamp[order])
+    return out
+
+
+def _gaps(user: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """``log1p`` of the gap to the previous row of the same user, rows in time order per user."""
+    ts = np.asarray(timestamp, dtype=np.float64)
+    gap = np.zeros(len(ts), dtype=np.float64)
+    if len(ts) > 1:
         same = user[1:] == user[:-1]
         gap[1:] = np.where(same, np.maximum(ts[1:] - ts[:-1], 0.0), 0.0)
-    out = np.empty(len(log), dtype=np.float64)
-    out[order] = np.log1p(gap)
-    return out
+    return np.log1p(gap)
 
 
 def _signal(log: InteractionLog, name: str) -> np.ndarray:
     """Signal ``name`` as ``sign(x) * log1p(|x|)``."""
-    values = np.asarray(log.signals[name], dtype=np.float64)
+    return _signed_log(log.signals[name], name)
+
+
+def _signed_log(raw: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(raw, dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError(
             f"signal {name!r} holds NaN or infinite values, which a side feature cannot carry",
             hint=f"fill or drop those rows, or leave {name!r} out of the features.",
         )
     return np.sign(values) * np.log1p(np.abs(values))
+
+
+def history_features(
+    names: Sequence[str],
+    n_items: int,
+    timestamps: Sequence[float] | np.ndarray | None = None,
+    signals: dict[str, Sequence[float]] | None = None,
+) -> np.ndarray:
+    """Features ``(n_items, len(names))`` float32 of one request's history (oldest first) from
+    raw values, transformed exactly as :func:`interaction_features` transforms a log: what a
+    served request passes to ``Recommender.recommend(features=...)``.
+
+    ``timestamps`` (needed for ``time_gap``) and every ``signals[name]`` hold one value per
+    history item. The first item's ``time_gap`` is 0, as for a user's first logged row: the
+    request does not say what came before it. Raises :class:`DataError` for a missing or
+    mis-sized column and :class:`UnknownFeatureError` for an unknown name."""
+    signals = dict(signals or {})
+    out = np.zeros((n_items, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        column = timestamps if name == TIME_GAP else signals.get(name)
+        what = "timestamps" if name == TIME_GAP else f"{name!r} values"
+        if column is None:
+            raise DataError(
+                f"the model reads side feature {name!r} of every history item, but the request "
+                f"carries no {what}",
+                hint=f"pass one of the {what} per history item, oldest first (onerec recommend "
+                f"{'--timestamps T,T,...' if name == TIME_GAP else f'--signal {name}=V,V,...'}).",
+            )
+        if len(column) != n_items:
+            raise DataError(
+                f"{what} holds {len(column)} entries for {n_items} history items",
+                hint="pass exactly one value per history item, oldest first.",
+            )
+        if name == TIME_GAP:
+            out[:, j] = _gaps(np.zeros(n_items, dtype=np.int64), np.asarray(column))
+        else:
+            out[:, j] = _signed_log(column, name)
+    unused = sorted(set(signals) - set(names))
+    if unused:
+        raise UnknownFeatureError(
+            f"signal(s) {unused} given, but the model reads only {list(names)}. Fix: leave "
+            f"them out, or train a model with those features."
+        )
+    return out

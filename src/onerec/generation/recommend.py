@@ -126,6 +126,7 @@ class Recommender:
         *,
         history_length: int | None = None,
         session_items: int | None = None,
+        feature_names: Sequence[str] | None = None,
     ) -> None:
         config = model.config
         if list(semantic_ids.level_sizes) != list(config.level_sizes):
@@ -162,6 +163,12 @@ class Recommender:
             raise DataError("the user ids hold duplicates: row i must be user index i, once")
         self.history_length = int(history_length)
         self.session_items = int(session_items)
+        if feature_names is not None and len(feature_names) != config.history_features:
+            raise ModelError(
+                f"{len(feature_names)} feature names {list(feature_names)} for a model that reads "
+                f"{config.history_features} side features per history item"
+            )
+        self.feature_names = None if feature_names is None else tuple(feature_names)
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -193,11 +200,35 @@ class Recommender:
         if _is_int(session_items):
             session_items = min(session_items, model.config.max_session_items)
         users = _read_users(run / "users.parquet")
+        names = train.get("features")
         return cls(
             model, semantic_ids, items, users,
             history_length=history_length if _is_int(history_length) else None,
             session_items=session_items if _is_int(session_items) else None,
+            feature_names=names if model.config.history_features and names else None,
         )  # fmt: skip
+
+    def request_features(
+        self,
+        n_items: int,
+        timestamps: Sequence[float] | None = None,
+        signals: dict[str, Sequence[float]] | None = None,
+    ) -> np.ndarray:
+        """One history's side-feature rows from raw values (one timestamp and one value of every
+        signal per history item, oldest first), transformed as in training; pass the result to
+        :meth:`recommend` as ``features``."""
+        from onerec.data.features import history_features
+
+        if self.feature_names is None:
+            raise RecommendationError(
+                "this model reads no named side features"
+                if self.model.config.history_features == 0
+                else "the run does not record which side features the model was trained with",
+                hint="pass no timestamps or signals"
+                if self.model.config.history_features == 0
+                else "pass features= rows computed as in training, or restore train_config.json.",
+            )
+        return history_features(self.feature_names, n_items, timestamps, signals)
 
     @property
     def n_catalog(self) -> int:

@@ -82,11 +82,14 @@ def make_quantizer(config: TokenizeConfig, n_items: int) -> ResidualKMeansQuanti
     )  # fmt: skip
 
 
-def tokenize(x: np.ndarray | torch.Tensor, config: TokenizeConfig = TokenizeConfig()) -> Tokenization:
-    """Fit the configured quantizer on the catalog ``x`` (N, D) and measure the result."""
+def tokenize(
+    x: np.ndarray | torch.Tensor, config: TokenizeConfig = TokenizeConfig(), progress: bool = True
+) -> Tokenization:
+    """Fit the configured quantizer on the catalog ``x`` (N, D) and measure the result;
+    ``progress`` shows the RQ-VAE's training bar."""
     quantizer = make_quantizer(config, len(x))
     start = time.perf_counter()
-    quantizer.fit(x)
+    quantizer.fit(x, progress=progress)
     seconds = time.perf_counter() - start
     assert quantizer.semantic_ids is not None
     report = quality_report(quantizer, x, quantizer.semantic_ids, seed=config.seed)  # type: ignore[arg-type]

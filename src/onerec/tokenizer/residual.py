@@ -286,12 +286,13 @@ class ResidualKMeansQuantizer:
         return self
 
     # --- fit / encode / decode ------------------------------------------------------------------
-    def fit(self, x: Any) -> "ResidualKMeansQuantizer":
+    def fit(self, x: Any, progress: bool = False) -> "ResidualKMeansQuantizer":
         """Learn one codebook per level on the residuals of the level before.
 
         The catalog's codes are the (balanced) k-means assignments themselves, not a nearest-
         centroid re-encoding, so every level stays exactly balanced; ``semantic_ids`` holds them
-        made unique.
+        made unique. ``progress`` is accepted so that every quantizer fits alike; this one takes
+        seconds and shows no bar.
         """
         c = self.config
         x = as_embeddings(x)
