@@ -245,6 +245,42 @@ def test_side_features_change_the_encoding_without_leaking_the_future():
     assert target_loss(earlier) != pytest.approx(base, abs=1e-6)
 
 
+def test_item_identity_embedding_separates_items_and_keeps_the_future_out():
+    """Hashed item identities: one vector per code tuple (equal tuples, equal vectors; 60
+    distinct items, 60 distinct vectors), and the one-pass encoder still hides later items."""
+    ids = catalog()
+    model = tiny(item_hash_buckets=256).eval()
+    tokens, _ = model.layout.encode_history(torch.arange(60).unsqueeze(0), ids.codes)
+    with torch.no_grad():
+        vectors = model._item_identity(tokens)[0]  # (60, d)
+        again = model._item_identity(tokens.flip(1))[0].flip(0)
+    assert torch.equal(vectors, again)
+    assert len(torch.unique(vectors, dim=0)) == 60  # 256 rows per table: 1770 pairs, ~0.03 expected full collisions
+    users, starts = torch.tensor([2]), torch.zeros(1, 6, dtype=torch.bool)
+    starts[0, 3] = True
+
+    def target_loss(m: OneRec, items: list[int]) -> float:
+        t, mask = m.layout.encode_history(torch.tensor([items]), ids.codes)
+        with torch.no_grad():
+            return m.sequence_loss(t, mask, users, 1, starts=starts).ntp.item()
+
+    base = target_loss(model, [10, 20, 25, 30, 40, 50])
+    assert target_loss(model, [10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
+    assert target_loss(tiny(), [10, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-4)
+    assert model.num_parameters() - tiny().num_parameters() == 2 * 256 * model.config.d_model
+
+
+def test_without_user_buckets_every_user_is_anonymous():
+    ids = catalog()
+    model = tiny(n_user_buckets=0).eval()
+    tokens, mask, users, _ = batch(model, ids)
+    with torch.no_grad():
+        known, _ = model.encode(tokens, mask, users)
+        anonymous, _ = model.encode(tokens, mask, torch.full_like(users, -1))
+    assert torch.equal(known, anonymous) and model.user_emb is None
+    assert tiny().num_parameters() - model.num_parameters() == 64 * model.config.d_model
+
+
 def test_side_features_are_required_exactly_when_configured():
     ids = catalog()
     plain, with_features = tiny(), tiny(history_features=3)
@@ -326,6 +362,8 @@ def test_config_json_round_trip():
         (dict(d_ff=1, top_k=2, n_experts=4), "expert_d_ff"),
         (dict(encoder_layers=True), "encoder_layers"),
         (dict(aux_loss_weight=-1.0), "aux_loss_weight"),
+        (dict(item_hash_buckets=-1), "item_hash_buckets"),
+        (dict(n_user_buckets=-1), "n_user_buckets"),
     ],
 )
 def test_config_validation(changes, message):

@@ -416,8 +416,8 @@ class Recommender:
             raise RecommendationError(
                 f"the model was trained with {f} side features per history item: features must "
                 f"hold one (history length, {f}) array per history ({len(rows)}), got {got}",
-                hint="pass features=..., rows computed for the history items as in training "
-                "(onerec.data.features.interaction_features).",
+                hint="pass features=request_features(len(history), timestamps, signals) from "
+                "raw values (on the command line: --timestamps, --signal NAME=V,...).",
             )
         out = []
         for r, (row, x) in enumerate(zip(rows, features)):

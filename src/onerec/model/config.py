@@ -68,10 +68,17 @@ class OneRecConfig:
 
     ``max_history``: most history items a target sees (and the encoder's attention window, in
     items); ``max_session_items``: the longest session generation returns by default (the
-    paper's m = 5); ``n_user_buckets``: rows of the hashed user-id embedding.
+    paper's m = 5); ``n_user_buckets``: rows of the hashed user-id embedding; 0 = none (every
+    user is served as anonymous: the user token is a zero vector, kept as a place to attend).
     ``history_features``: side features per history item (for example the time gap before it,
     its watch time, like or follow), projected to d_model and added to every token of the item;
     0 reads semantic IDs alone.
+    ``item_hash_buckets``: when > 0, every history item also gets an identity embedding: its
+    code tuple (unique per item) hashed by two independent universal hashes into two tables of
+    this many rows, summed, and added to every token of the item. The codes share statistics
+    between similar items; this lets the encoder also memorize each item, as an item-ID model
+    does. Two hashes make a full collision between two items rare (about N / buckets^2) at the
+    memory of 2 x buckets rows; the decoder still generates semantic IDs. 0 (default) = off.
     ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
     attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
@@ -93,6 +100,7 @@ class OneRecConfig:
     history_features: int = 0  # numbers per history item (time gap, feedback); 0 = none
     max_session_items: int = 5
     n_user_buckets: int = 1024
+    item_hash_buckets: int = 0  # rows of each of the two hashed item-identity tables; 0 = none
     rel_buckets: int = 32
     rel_max_distance: int = 128
     tie_embeddings: bool = True
@@ -112,7 +120,7 @@ class OneRecConfig:
                 f"level_sizes must be a non-empty list of ints >= 1, got {self.level_sizes!r}"
             )
         for name in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff",
-                     "max_history", "max_session_items", "n_user_buckets", "rel_buckets",
+                     "max_history", "max_session_items", "rel_buckets",
                      "rel_max_distance"):  # fmt: skip
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
@@ -126,6 +134,16 @@ class OneRecConfig:
             raise ConfigError(
                 f"rel_max_distance ({self.rel_max_distance}) must exceed rel_buckets // 2 "
                 f"({self.rel_buckets // 2}): the exact buckets cover that many distances"
+            )
+        if not _is_int(self.n_user_buckets) or self.n_user_buckets < 0:
+            raise ConfigError(
+                f"n_user_buckets must be an int >= 0 (0 = no user-id embedding), got "
+                f"{self.n_user_buckets!r}"
+            )
+        if not _is_int(self.item_hash_buckets) or self.item_hash_buckets < 0:
+            raise ConfigError(
+                f"item_hash_buckets must be an int >= 0 (0 = no item-identity embedding), got "
+                f"{self.item_hash_buckets!r}"
             )
         if not _is_int(self.history_features) or self.history_features < 0:
             raise ConfigError(

@@ -314,6 +314,10 @@ class DecoderCache:
         self.self_kv, self._spare = self._spare, self.self_kv
 
 
+_HASH_PRIME = 2_147_483_647  # 2^31 - 1: keys and hash coefficients stay below it
+_ITEM_HASHES = ((1_103_515_245, 12_345), (747_796_405, 2_891_336_453 % _HASH_PRIME))
+
+
 class OneRec(nn.Module):
     def __init__(self, config: OneRecConfig) -> None:
         super().__init__()
@@ -321,10 +325,12 @@ class OneRec(nn.Module):
         self.layout = TokenLayout(config.level_sizes)
         d, n_levels, heads = config.d_model, config.n_levels, config.n_heads
         self.tok_emb = nn.Embedding(self.layout.vocab_size, d)
-        self.user_emb = nn.Embedding(config.n_user_buckets, d)
+        self.user_emb = nn.Embedding(config.n_user_buckets, d) if config.n_user_buckets else None
         self.enc_level = nn.Embedding(n_levels, d)
         f = config.history_features
         self.feature_proj = nn.Linear(f, d, bias=False) if f else None
+        h = config.item_hash_buckets
+        self.item_hash = nn.ModuleList(nn.Embedding(h, d) for _ in _ITEM_HASHES) if h else None
         # relative-position biases, one value per head: item distance in the encoder, recency of
         # a history item seen from a target in cross-attention (the last row: the user token),
         # T5's distance buckets in decoder self-attention
@@ -379,10 +385,15 @@ class OneRec(nn.Module):
         if tuple(user_ids.shape) != (b,) or user_ids.dtype.is_floating_point:
             raise ModelError(f"user_ids must be ({b},) integers, got {tuple(user_ids.shape)}")
         x = self.tok_emb(history_tokens) + self.enc_level.weight  # (B, n, L', d)
+        if self.item_hash is not None:
+            x = x + self._item_identity(history_tokens).unsqueeze(2)
         if self.feature_proj is not None or features is not None:
             x = x + self._feature_embedding(features, b, n).unsqueeze(2)
-        user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets))
-        user = (user * (user_ids >= 0).unsqueeze(1)).unsqueeze(1)  # -1: anonymous, a zero vector
+        if self.user_emb is None:  # no user-id embedding: every user is anonymous
+            user = x.new_zeros(b, 1, x.shape[-1])
+        else:
+            user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets))
+            user = (user * (user_ids >= 0).unsqueeze(1)).unsqueeze(1)  # -1: anonymous, zeros
         x = torch.cat([user, x.reshape(b, n * n_levels, -1)], dim=1)  # (B, S = 1 + n*L', d)
         mask = history_mask.bool()
         mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(n_levels, dim=1)], dim=1)
@@ -391,6 +402,21 @@ class OneRec(nn.Module):
         for block in self.encoder:
             x = block(x, bias)
         return self.enc_norm(x), mask
+
+    def _item_identity(self, history_tokens: Tensor) -> Tensor:
+        """``(B, n, d)``: the item-identity embedding of every history item: its code tuple,
+        reduced mod a prime level by level, then hashed by each universal hash ``(a k + b) mod p
+        mod buckets`` into its own table; the rows are summed. Integer arithmetic stays below
+        2^62, so CPU and GPU hash alike."""
+        key = torch.zeros(history_tokens.shape[:2], dtype=torch.int64, device=history_tokens.device)
+        for level in range(history_tokens.shape[2]):
+            key = torch.remainder(key * self.layout.vocab_size + history_tokens[..., level],
+                                  _HASH_PRIME)  # fmt: skip
+        out = 0
+        for (a, b), table in zip(_ITEM_HASHES, self.item_hash):  # type: ignore[arg-type]
+            out = out + table(torch.remainder(torch.remainder(key * a + b, _HASH_PRIME),
+                                              table.num_embeddings))  # fmt: skip
+        return out
 
     def _feature_embedding(self, features: Tensor | None, b: int, n: int) -> Tensor:
         """``(B, n, d)``: the projection of every history item's side features."""
