@@ -186,6 +186,15 @@ def test_unknown_or_missing_user_is_served_anonymously(rec: Recommender):
     assert known.log_prob != pytest.approx(anon.log_prob, abs=1e-6)  # the user vector is used
 
 
+def test_a_model_without_user_embeddings_serves_known_users_anonymously(rec: Recommender):
+    torch.manual_seed(0)
+    model = OneRec(OneRecConfig.preset("tiny", SIZES, max_history=8, n_user_buckets=0)).eval()
+    r = Recommender(model, rec.semantic_ids, rec.items, RAW_USERS)
+    known = r.recommend([103, 104], user="u5", n_items=2, beam_size=4)
+    anon = r.recommend([103, 104], n_items=2, beam_size=4)
+    assert known.anonymous and known.items == anon.items
+
+
 def test_batch_equals_one_call_per_user(rec: Recommender):
     histories = [[101, 105, 110, 117], [130], [102, 103, 104, 125, 126, 127]]
     users = ["u2", None, "stranger"]

@@ -78,7 +78,7 @@ class Recommendation:
 
     ``user`` is the raw user id as given (None when none was); ``anonymous`` is True when the
     model served the request without a user vector (no id, an id the model was not trained
-    with, or a run without ``users.parquet``). ``history_used`` counts the history items the
+    with, a run without ``users.parquet``, or a model without user embeddings). ``history_used`` counts the history items the
     model read; ``history_dropped`` the oldest ones left out by ``truncate=True``.
     """
 
@@ -475,6 +475,8 @@ class Recommender:
         if given and self.users is not None:
             found = _positions(self.users, canonical_ids([users[r] for r in given]))
             index[given] = found
+        if self.model.user_emb is None:  # the model reads no user ids: all are served alike
+            index[:] = ANONYMOUS
         return index, index == ANONYMOUS
 
 
