@@ -78,8 +78,9 @@ class Recommendation:
 
     ``user`` is the raw user id as given (None when none was); ``anonymous`` is True when the
     model served the request without a user vector (no id, an id the model was not trained
-    with, a run without ``users.parquet``, or a model without user embeddings). ``history_used`` counts the history items the
-    model read; ``history_dropped`` the oldest ones left out by ``truncate=True``.
+    with, a run without ``users.parquet``, or a model without user embeddings).
+    ``history_used`` counts the history items the model read; ``history_dropped`` the oldest
+    ones left out by ``truncate=True``.
     """
 
     items: list[Any]
@@ -219,14 +220,13 @@ class Recommender:
         :meth:`recommend` as ``features``."""
         from onerec.data.features import history_features
 
+        if self.model.config.history_features == 0:
+            raise RecommendationError("this model reads no side features",
+                                      hint="pass no timestamps or signals.")  # fmt: skip
         if self.feature_names is None:
             raise RecommendationError(
-                "this model reads no named side features"
-                if self.model.config.history_features == 0
-                else "the run does not record which side features the model was trained with",
-                hint="pass no timestamps or signals"
-                if self.model.config.history_features == 0
-                else "pass features= rows computed as in training, or restore train_config.json.",
+                "the run does not record which side features the model was trained with",
+                hint="pass features= rows computed as in training, or restore train_config.json.",
             )
         return history_features(self.feature_names, n_items, timestamps, signals)
 

@@ -4,8 +4,9 @@ Read top to bottom: RMSNorm, SwiGLU, attention, relative positions, the MoE laye
 decoder blocks, then the model with ``encode`` / ``decode`` / ``sequence_loss`` and the cached
 ``decode_step`` that beam search (``onerec.generation``) drives.
 
-- The **encoder** reads a user: a user token (hashed user-id embedding) followed by every item
-  of the user's sequence as its L' code tokens (token + level embedding). Attention is
+- The **encoder** reads a user: a user token (hashed user-id embedding, or zeros with
+  ``n_user_buckets=0``) followed by every item of the user's sequence as its L' code tokens
+  (token + level embedding, plus optional side features and a hashed item identity). Attention is
   *block-causal* over items: a token sees its own item, the ``max_history - 1`` items before it
   and the user token, never a later item. Positions are relative: a learned bias per head and
   item distance. So the encoder state of item i summarizes the sequence up to i, whatever comes
