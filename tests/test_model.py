@@ -203,23 +203,23 @@ def test_one_encoder_pass_equals_one_example_per_target():
     torch.testing.assert_close(part.ntp, -own.mean(), atol=1e-5, rtol=1e-5)
 
 
+def column3_loss(model: OneRec, ids: SemanticIds, items: list[int]) -> float:
+    """The loss of the one target at column 3 of the sequence ``items`` (user 2)."""
+    starts = torch.zeros(1, len(items), dtype=torch.bool)
+    starts[0, 3] = True
+    tokens, mask = model.layout.encode_history(torch.tensor([items]), ids.codes)
+    with torch.no_grad():
+        return model.sequence_loss(tokens, mask, torch.tensor([2]), 1, starts=starts).ntp.item()
+
+
 def test_a_target_never_sees_later_items():
     """One pass serves every target without leaking the future: changing the items after a
     target leaves that target's loss unchanged (and changing an earlier one does not)."""
     ids = catalog()
     model = tiny(n_experts=4).eval()
-    users = torch.tensor([2])
-    starts = torch.zeros(1, 6, dtype=torch.bool)
-    starts[0, 3] = True  # only the target at column 3 (item 30 below) is scored
-
-    def target_loss(items: list[int]) -> float:
-        tokens, mask = model.layout.encode_history(torch.tensor([items]), ids.codes)
-        with torch.no_grad():
-            return model.sequence_loss(tokens, mask, users, 1, starts=starts).ntp.item()
-
-    base = target_loss([10, 20, 25, 30, 40, 50])
-    assert target_loss([10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
-    assert target_loss([11, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-6)
+    base = column3_loss(model, ids, [10, 20, 25, 30, 40, 50])  # the target is item 30
+    assert column3_loss(model, ids, [10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
+    assert column3_loss(model, ids, [11, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-6)
 
 
 def test_side_features_change_the_encoding_without_leaking_the_future():
@@ -255,18 +255,11 @@ def test_item_identity_embedding_separates_items_and_keeps_the_future_out():
         vectors = model._item_identity(tokens)[0]  # (60, d)
         again = model._item_identity(tokens.flip(1))[0].flip(0)
     assert torch.equal(vectors, again)
-    assert len(torch.unique(vectors, dim=0)) == 60  # 256 rows per table: 1770 pairs, ~0.03 expected full collisions
-    users, starts = torch.tensor([2]), torch.zeros(1, 6, dtype=torch.bool)
-    starts[0, 3] = True
-
-    def target_loss(m: OneRec, items: list[int]) -> float:
-        t, mask = m.layout.encode_history(torch.tensor([items]), ids.codes)
-        with torch.no_grad():
-            return m.sequence_loss(t, mask, users, 1, starts=starts).ntp.item()
-
-    base = target_loss(model, [10, 20, 25, 30, 40, 50])
-    assert target_loss(model, [10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
-    assert target_loss(tiny(), [10, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-4)
+    # 256 rows per table: 1770 item pairs, about 0.03 expected full collisions
+    assert len(torch.unique(vectors, dim=0)) == 60
+    base = column3_loss(model, ids, [10, 20, 25, 30, 40, 50])
+    assert column3_loss(model, ids, [10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
+    assert column3_loss(tiny(), ids, [10, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-4)
     assert model.num_parameters() - tiny().num_parameters() == 2 * 256 * model.config.d_model
 
 

@@ -102,16 +102,23 @@ def history_features(
     request does not say what came before it. Raises :class:`DataError` for a missing or
     mis-sized column and :class:`UnknownFeatureError` for an unknown name."""
     signals = dict(signals or {})
+    unused = sorted(set(signals) - set(names))
+    if unused:
+        raise UnknownFeatureError(
+            f"signal(s) {unused} given, but the model reads only {list(names)}. Fix: leave "
+            f"them out, or train a model with those features."
+        )
     out = np.zeros((n_items, len(names)), dtype=np.float32)
     for j, name in enumerate(names):
-        column = timestamps if name == TIME_GAP else signals.get(name)
-        what = "timestamps" if name == TIME_GAP else f"{name!r} values"
+        if name == TIME_GAP:
+            column, what, option = timestamps, "timestamps", "--timestamps T,T,..."
+        else:
+            column, what, option = signals.get(name), f"{name!r} values", f"--signal {name}=V,..."
         if column is None:
             raise DataError(
                 f"the model reads side feature {name!r} of every history item, but the request "
                 f"carries no {what}",
-                hint=f"pass one of the {what} per history item, oldest first (onerec recommend "
-                f"{'--timestamps T,T,...' if name == TIME_GAP else f'--signal {name}=V,V,...'}).",
+                hint=f"pass one per history item, oldest first (onerec recommend {option}).",
             )
         if len(column) != n_items:
             raise DataError(
@@ -122,10 +129,4 @@ def history_features(
             out[:, j] = _gaps(np.zeros(n_items, dtype=np.int64), np.asarray(column))
         else:
             out[:, j] = _signed_log(column, name)
-    unused = sorted(set(signals) - set(names))
-    if unused:
-        raise UnknownFeatureError(
-            f"signal(s) {unused} given, but the model reads only {list(names)}. Fix: leave "
-            f"them out, or train a model with those features."
-        )
     return out
