@@ -6,7 +6,9 @@
 For each dataset, with the same settings everywhere (nothing here is tuned per dataset):
 1. item embeddings: text where the catalog has item text (else attribute lists), fused with
    collaborative co-occurrence vectors from the *training* split; balanced residual k-means,
-   3 levels (codebook size from the catalog), a 4th code where items collide;
+   3 levels (codebook size from the catalog), a 4th code where items collide. With
+   ``--codes published``: a published RQ-VAE tokenization made from item text instead (Beauty,
+   whose text is not on this machine), first 3 levels plus our collision code;
 2. OneRec (``--preset``, sparse-MoE decoder) trained by next-token prediction over whole
    sequences, early-stopped on validation Recall@10 (beam search, ``--eval-beam``);
 3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
@@ -34,9 +36,11 @@ from onerec.runinfo import environment, peak_rss_bytes
 from onerec.tokenizer.pipeline import (
     TokenizeConfig,
     load_tokenization,
+    save_semantic_ids,
     save_tokenization,
     tokenize,
 )
+from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
 from onerec.training.pipeline import METRICS, split_metrics, train_on_dataset
 
@@ -56,24 +60,31 @@ def embedding_config(dataset) -> EmbeddingConfig:
     return EmbeddingConfig(sources=(content_source(dataset), "collaborative"), fused_dim=64)
 
 
-def semantic_ids(ds, split, root: Path, seed: int):
-    """Item embeddings (content + collaborative from the training split) -> balanced residual
-    k-means, 3 levels plus a collision code, saved under ``root / "tokens"`` (and read back from
-    there when a previous run saved them). Returns the embedding and tokenizer configs, the
-    tokens folder and a summary of the tokenization."""
-    emb_config = embedding_config(ds)
-    tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
+def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir=None):
+    """The item codes, saved under ``root / "tokens"`` (and read back from there when a previous
+    run saved them). ``codes="ours"``: item embeddings (content + collaborative from the
+    training split) -> balanced residual k-means, 3 levels plus a collision code.
+    ``codes="published"``: a published tokenization made from item text
+    (``onerec.tokenizer.published.PUBLISHED_CODES``, for catalogs whose text is not here), first
+    3 levels plus our collision code. Returns a record of how the codes were made, the tokens
+    folder and a summary of the tokenization."""
     tok_dir = root / "tokens"
-    if (tok_dir / "semantic_ids.parquet").exists():  # a resumed run keeps its item codes
-        ids = load_tokenization(tok_dir)[1]
+    if codes == "published":
+        record = {"published": PUBLISHED_CODES.get(ds.name, (None,))[0], "levels": 3}
+        if not (tok_dir / "semantic_ids.parquet").exists():
+            save_semantic_ids(tok_dir, published_ids(ds, data_dir, levels=3), ds.log.items,
+                              {"dataset": ds.name, "tokenizer": record})  # fmt: skip
     else:
-        x = item_embeddings(ds, emb_config, split=split)
-        tokens = tokenize(x, tok_config)
-        save_tokenization(tok_dir, tokens, ds.log.items,
-                          {"dataset": ds.name, "embeddings": asdict(emb_config)})  # fmt: skip
-        ids = tokens.semantic_ids
+        emb_config = embedding_config(ds)
+        tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
+        record = {"embeddings": asdict(emb_config), "tokenizer": asdict(tok_config)}
+        if not (tok_dir / "semantic_ids.parquet").exists():
+            tokens = tokenize(item_embeddings(ds, emb_config, split=split), tok_config)
+            save_tokenization(tok_dir, tokens, ds.log.items,
+                              {"dataset": ds.name, "embeddings": asdict(emb_config)})  # fmt: skip
+    ids = load_tokenization(tok_dir)[1]  # a resumed run keeps its item codes
     info = {"collision_rate_before": ids.collision_rate_before, "codes_per_item": ids.n_levels}
-    return emb_config, tok_config, tok_dir, info
+    return record, tok_dir, info
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -83,8 +94,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     split = leave_one_out(ds.log, history_length=args.history_length)
 
     t = time.perf_counter()
-    emb_config, tok_config, tok_dir, ids_info = semantic_ids(ds, split, Path(args.runs) / name,
-                                                             args.seed)  # fmt: skip
+    codes_record, tok_dir, ids_info = semantic_ids(ds, split, Path(args.runs) / name, args.seed,
+                                                   args.codes, args.data_dir)  # fmt: skip
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -112,8 +123,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
         "protocol": "leave-one-out (last item test, second-to-last validation), history "
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model selected on validation Recall@10",
-        "config": {"args": vars(args), "embeddings": asdict(emb_config),
-                   "tokenizer": asdict(tok_config), "train": asdict(config),
+        "config": {"args": vars(args), **codes_record, "train": asdict(config),
                    "model": model.config.to_dict(), "parameters": model.describe()},
         "tokenization": ids_info,
         "training": {**trained.state, "epochs_log": epochs},
@@ -139,6 +149,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--runs", default="runs/quality", help="run folders (resumed if present)")
+    parser.add_argument("--codes", choices=("ours", "published"), default="ours",
+                        help="item codes: our tokenizer on content + collaborative embeddings, "
+                             "or a published tokenization from item text (Beauty)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="model config override, repeatable (e.g. dropout=0.1)")

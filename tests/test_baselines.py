@@ -3,6 +3,7 @@ by the same evaluation code; bad input stops with a named error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -292,10 +293,10 @@ def test_tiger_is_onerec_code_in_tiger_configuration(dataset, tmp_path):
 def test_tiger_reads_the_published_beauty_codes_aligned_to_our_items(data_dir, tmp_path):
     """Beauty has no item text here: TIGER takes CollisionGenRec's text RQ-VAE codes, key k = our
     raw item k + 1, first 3 levels, plus our collision code."""
-    from onerec.baselines.tiger import published_ids, tiger_tokens
+    from onerec.baselines.tiger import tiger_tokens
     from onerec.data.registry import load_dataset
     from onerec.tokenizer.pipeline import load_tokenization
-    from onerec.tokenizer.published import read_index_json
+    from onerec.tokenizer.published import published_ids, read_index_json
 
     ds = load_dataset("beauty", data_dir)
     ids = published_ids(ds, data_dir, levels=3)
@@ -312,3 +313,5 @@ def test_tiger_reads_the_published_beauty_codes_aligned_to_our_items(data_dir, t
     assert torch.equal(saved.codes, ids.codes) and np.array_equal(items.raw, ds.log.items.raw)
     with pytest.raises(ConfigError, match="published"):
         tiger_tokens(ds, tmp_path / "t2", TigerSettings(codes="bogus"), seed=0)
+    with pytest.raises(ConfigError, match="no published tokenization for 'other'"):
+        published_ids(dataclasses.replace(ds, name="other"), data_dir)

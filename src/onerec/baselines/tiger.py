@@ -34,7 +34,6 @@ from onerec.baselines.train import BaselineTrainConfig
 from onerec.data.schema import Dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
-from onerec.data.registry import resolve_data_dir
 from onerec.exceptions import ConfigError
 from onerec.tokenizer.pipeline import (
     TokenizeConfig,
@@ -43,8 +42,7 @@ from onerec.tokenizer.pipeline import (
     save_tokenization,
     tokenize,
 )
-from onerec.tokenizer.published import read_index_json
-from onerec.tokenizer.residual import SemanticIds
+from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
 from onerec.training.pipeline import split_metrics, train_on_dataset
 
@@ -53,13 +51,6 @@ PUBLISHED = {
     "sports": {"source": "TIGER paper", "values": [0.0264, 0.0181, 0.0400, 0.0225]},
     "toys": {"source": "TIGER paper", "values": [0.0521, 0.0371, 0.0712, 0.0432]},
 }
-
-# Published RQ-VAE tokenizations from item text, for catalogs whose text is not here: file (in
-# the data directory) and the shift from its keys to the dataset's raw item ids. CollisionGenRec's
-# Beauty codes are keyed 0..12100 = S3-Rec item k + 1: with that shift, items sharing a first
-# code share attributes (mean Jaccard .38 vs .06 for random pairs; .07 without the shift).
-PUBLISHED_CODES: dict[str, tuple[str, int]] = {"beauty": ("cgr/Beauty.rqvae_native.index.json", 1)}
-
 
 @dataclass(frozen=True)
 class TigerSettings:
@@ -80,22 +71,6 @@ class TigerSettings:
     # "rqvae": always ours; "published": the table, or an error
     codes: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the tiger preset
-
-
-def published_ids(dataset: Dataset, data_dir: str | Path | None, levels: int) -> SemanticIds:
-    """The dataset's ``PUBLISHED_CODES`` table, first ``levels`` levels, in the dataset's item
-    order, plus our collision code where items share them."""
-    name, shift = PUBLISHED_CODES[dataset.name]
-    keys, codes = read_index_json(resolve_data_dir(data_dir) / name)
-    if codes.shape[1] < levels or len(keys) != dataset.num_items:
-        raise ConfigError(
-            f"{name} has {len(keys)} items x {codes.shape[1]} levels; TIGER needs all "
-            f"{dataset.num_items} items of {dataset.name} and {levels} levels"
-        )
-    rows = dataset.log.items.index(keys + shift)  # an unknown item raises, naming it
-    ordered = codes.new_empty(len(keys), levels)
-    ordered[rows] = codes[:, :levels]
-    return SemanticIds.from_codes(ordered, [int(codes[:, :levels].max()) + 1] * levels)
 
 
 def tiger_tokens(
