@@ -12,7 +12,9 @@ For each dataset, with the same settings everywhere (nothing here is tuned per d
 2. OneRec (``--preset``, sparse-MoE decoder) trained by next-token prediction over whole
    sequences, early-stopped on validation Recall@10 (beam search, ``--eval-beam``);
 3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
-   catalog, seen items not excluded (the primary number) and excluded (S3-Rec's setting).
+   catalog, seen items kept and excluded (S3-Rec's setting); whether to exclude them is chosen
+   on validation Recall@10 (``selected`` in the JSON, * in the table): on Beauty no user ever
+   returns to an item, on Yelp users do.
 
 Writes ``onerec_quality_<dataset>.json`` (commit, machine, config, stage times, validation and test
 metrics, published numbers beside them) and appends a row per dataset to ``onerec_quality.md``.
@@ -31,6 +33,7 @@ import torch
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
+from onerec.evaluation import exclude_seen_selected
 from onerec.model.config import parse_overrides
 from onerec.runinfo import environment, peak_rss_bytes
 from onerec.tokenizer.pipeline import (
@@ -111,6 +114,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     model, ids = trained.model, trained.semantic_ids
     results = split_metrics(model, split, ids, args.eval_beam)
+    exclude = exclude_seen_selected(results)  # seen items kept or excluded, chosen on validation
     times["evaluate"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
     metrics_lines = (Path(args.runs) / name / "model" / "metrics.jsonl").read_text().splitlines()
@@ -122,21 +126,26 @@ def run(name: str, args: argparse.Namespace) -> dict:
         "peak_rss_bytes": peak_rss_bytes(),
         "protocol": "leave-one-out (last item test, second-to-last validation), history "
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
-                    f"beam {args.eval_beam}; model selected on validation Recall@10",
+                    f"beam {args.eval_beam}; model and seen-items setting selected on validation "
+                    "Recall@10",
         "config": {"args": vars(args), **codes_record, "train": asdict(config),
                    "model": model.config.to_dict(), "parameters": model.describe()},
         "tokenization": ids_info,
         "training": {**trained.state, "epochs_log": epochs},
         "seconds": times,
         "results": results,
+        "selected": {"exclude_seen": exclude,
+                     "test": results["test_exclude_seen" if exclude else "test"]},  # fmt: skip
         "published": PUBLISHED.get(name, {}),
     }
 
 
 def markdown_row(r: dict) -> str:
+    """One row of ``onerec_quality.md``; * marks the seen-items setting validation selects."""
     test, excl = r["results"]["test"], r["results"]["test_exclude_seen"]
-    fmt = " / ".join(f"{test[k]:.4f}" for k in METRICS)
-    fmt_ex = " / ".join(f"{excl[k]:.4f}" for k in METRICS)
+    exclude = exclude_seen_selected(r["results"])
+    fmt = " / ".join(f"{test[k]:.4f}" for k in METRICS) + ("" if exclude else " *")
+    fmt_ex = " / ".join(f"{excl[k]:.4f}" for k in METRICS) + (" *" if exclude else "")
     s = r["seconds"]
     return (f"| {r['dataset']} | {fmt} | {fmt_ex} | {r['results']['valid']['recall@10']:.4f} | "
             f"{r['training']['epochs']} | {s['tokenize']:.0f} / {s['train']:.0f} / "

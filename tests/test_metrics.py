@@ -11,7 +11,13 @@ import torch
 
 from onerec.data.examples import Examples
 from onerec.data.ragged import Ragged
-from onerec.evaluation import EvalResult, Evaluator, distinct_targets, evaluate
+from onerec.evaluation import (
+    EvalResult,
+    Evaluator,
+    distinct_targets,
+    evaluate,
+    exclude_seen_selected,
+)
 from onerec.exceptions import EvaluationError
 
 L = math.log2
@@ -227,3 +233,17 @@ def test_evaluator_bookkeeping() -> None:
         ev.update([1], scores=SCORES[:2])
     ev.update(np.array([2, 1]), ranked=torch.tensor([[0, 4], [1, 5]]))  # batches may mix kinds
     np.testing.assert_allclose(ev.result().per_user["recall@2"], [1, 1, 1], atol=1e-12)
+
+
+def test_validation_decides_whether_seen_items_are_excluded():
+    """The seen-items setting follows validation Recall@10 (ties keep seen items); test metrics
+    play no part; records without both validation settings are refused by name."""
+    def record(kept: float, excluded: float) -> dict:
+        return {"valid": {"recall@10": kept}, "valid_exclude_seen": {"recall@10": excluded},
+                "test": {"recall@10": 0.9}, "test_exclude_seen": {"recall@10": 0.0}}
+
+    assert exclude_seen_selected(record(0.05, 0.06))
+    assert not exclude_seen_selected(record(0.06, 0.05))
+    assert not exclude_seen_selected(record(0.05, 0.05))
+    with pytest.raises(EvaluationError, match="valid_exclude_seen"):
+        exclude_seen_selected({"valid": {"recall@10": 0.1}})

@@ -36,7 +36,7 @@ from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
-from onerec.evaluation import evaluate
+from onerec.evaluation import evaluate, exclude_seen_selected
 from onerec.exceptions import UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
 
@@ -204,8 +204,10 @@ def markdown_row(r: dict[str, Any]) -> str:
     published = r.get("published")
     pub = f"{_fmt(published['values'])} ({published['source']})" if published else "—"
     t = r["training"]
-    return (f"| {r['model']} | {_fmt([res['test'][k] for k in METRICS])} | "
-            f"{_fmt([res['test_exclude_seen'][k] for k in METRICS])} | {pub} | "
+    exclude = exclude_seen_selected(res)
+    kept = _fmt([res["test"][k] for k in METRICS]) + ("" if exclude else " *")
+    excluded = _fmt([res["test_exclude_seen"][k] for k in METRICS]) + (" *" if exclude else "")
+    return (f"| {r['model']} | {kept} | {excluded} | {pub} | "
             f"{res['valid']['recall@10']:.4f} | {t['best_epoch']} / {t['epochs']} | "
             f"{r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} |")  # fmt: skip
 
@@ -214,7 +216,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     """The comparison table of one dataset, published numbers beside ours."""
     head = (
         f"# Baselines on {result['dataset']}\n\n{result['protocol']}. Commit {result['commit']}; "
-        f"{result['machine']['cpu']}, {result['note']}.\n\n"
+        f"{result['machine']['cpu']}, {result['note']}. * marks the setting validation selects "
+        "(seen items kept or excluded, whichever gives the higher validation Recall@10).\n\n"
         "| model | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | published "
         "| valid R@10 | best epoch / epochs | train s | evaluate s |\n"
         "|---|---|---|---|---|---|---|---|\n"

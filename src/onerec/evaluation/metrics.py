@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -373,3 +373,21 @@ def evaluate(
         else:
             evaluator.update(rows, scores=scores[start : start + len(rows)])
     return evaluator.result()
+
+
+def exclude_seen_selected(
+    results: Mapping[str, Mapping[str, float]], metric: str = "recall@10"
+) -> bool:
+    """Whether validation selects ranking with already-seen items excluded.
+
+    ``results`` holds the ``valid`` and ``valid_exclude_seen`` metrics of one model (the
+    benchmarks' ``split_metrics`` records). Excluding seen items is a serving choice, not a
+    property of the protocol: on a catalog where users never return to an item (Beauty) it can
+    only help, on one with repeat visits (Yelp) it hides correct answers. Deciding it on
+    validation ``metric`` keeps the test set out of the choice; ties keep seen items."""
+    if "valid" not in results or "valid_exclude_seen" not in results:
+        raise EvaluationError(
+            f"results need 'valid' and 'valid_exclude_seen' metrics (as split_metrics returns), "
+            f"got {sorted(results)}"
+        )
+    return results["valid_exclude_seen"][metric] > results["valid"][metric]
