@@ -58,15 +58,19 @@ PUBLISHED = {
 }
 
 
-def embedding_config(dataset) -> EmbeddingConfig:
-    """Text where the catalog has it, attributes otherwise; always fused with collaborative."""
-    return EmbeddingConfig(sources=(content_source(dataset), "collaborative"), fused_dim=64)
+def embedding_config(dataset, sources: str = "content,collaborative") -> EmbeddingConfig:
+    """The item embeddings our codes are made from: ``sources`` is a comma list of embedding
+    sources, where "content" means text where the catalog has it and attributes otherwise
+    (``content_source``); the default fuses it with collaborative vectors."""
+    names = tuple(content_source(dataset) if s == "content" else s for s in sources.split(","))
+    return EmbeddingConfig(sources=names, fused_dim=64)
 
 
-def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir=None):
+def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir=None,
+                 sources: str = "content,collaborative"):
     """The item codes, saved under ``root / "tokens"`` (and read back from there when a previous
-    run saved them). ``codes="ours"``: item embeddings (content + collaborative from the
-    training split) -> balanced residual k-means, 3 levels plus a collision code.
+    run saved them). ``codes="ours"``: item embeddings (``sources``; collaborative vectors come
+    from the training split) -> balanced residual k-means, 3 levels plus a collision code.
     ``codes="published"``: a published tokenization made from item text
     (``onerec.tokenizer.published.PUBLISHED_CODES``, for catalogs whose text is not here), first
     3 levels plus our collision code. Returns a record of how the codes were made, the tokens
@@ -78,7 +82,7 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
             save_semantic_ids(tok_dir, published_ids(ds, data_dir, levels=3), ds.log.items,
                               {"dataset": ds.name, "tokenizer": record})  # fmt: skip
     else:
-        emb_config = embedding_config(ds)
+        emb_config = embedding_config(ds, sources)
         tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
         record = {"embeddings": asdict(emb_config), "tokenizer": asdict(tok_config)}
         if not (tok_dir / "semantic_ids.parquet").exists():
@@ -98,7 +102,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
 
     t = time.perf_counter()
     codes_record, tok_dir, ids_info = semantic_ids(ds, split, Path(args.runs) / name, args.seed,
-                                                   args.codes, args.data_dir)  # fmt: skip
+                                                   args.codes, args.data_dir,
+                                                   args.embeddings)  # fmt: skip
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -161,6 +166,8 @@ def main() -> None:
     parser.add_argument("--codes", choices=("ours", "published"), default="ours",
                         help="item codes: our tokenizer on content + collaborative embeddings, "
                              "or a published tokenization from item text (Beauty)")
+    parser.add_argument("--embeddings", default="content,collaborative",
+                        help="embedding sources of our codes (content = text, else attributes)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="model config override, repeatable (e.g. dropout=0.1)")
