@@ -471,12 +471,11 @@ class Recommender:
     def _user_indices(self, users: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """User indices (-1 = anonymous) and whether each user was served anonymously."""
         index = np.full(len(users), ANONYMOUS, dtype=np.int64)
+        if self.model.config.n_user_buckets == 0:  # the model reads no user ids: all alike
+            return index, index == ANONYMOUS
         given = [r for r, u in enumerate(users) if u is not None]
         if given and self.users is not None:
-            found = _positions(self.users, canonical_ids([users[r] for r in given]))
-            index[given] = found
-        if self.model.user_emb is None:  # the model reads no user ids: all are served alike
-            index[:] = ANONYMOUS
+            index[given] = _positions(self.users, canonical_ids([users[r] for r in given]))
         return index, index == ANONYMOUS
 
 
