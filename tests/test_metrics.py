@@ -247,3 +247,14 @@ def test_validation_decides_whether_seen_items_are_excluded():
     assert not exclude_seen_selected(record(0.05, 0.05))
     with pytest.raises(EvaluationError, match="valid_exclude_seen"):
         exclude_seen_selected({"valid": {"recall@10": 0.1}})
+
+
+def test_summary_gives_means_and_their_standard_errors() -> None:
+    """recall@2 per user is [1, 0, .5]: mean .5, sample std .5, standard error .5 / sqrt(3)."""
+    r = evaluate(EX, scores=SCORES, ks=(2,))
+    summary = r.summary(["recall@2", "ndcg@2"])
+    assert summary["recall@2"] == pytest.approx(0.5)
+    assert summary["recall@2_se"] == pytest.approx(0.5 / np.sqrt(3))
+    ndcg = r.per_user["ndcg@2"]
+    assert summary["ndcg@2_se"] == pytest.approx(ndcg.std(ddof=1) / np.sqrt(3))
+    assert set(summary) == {"recall@2", "ndcg@2", "recall@2_se", "ndcg@2_se"}

@@ -88,14 +88,15 @@ def check_models(models: Sequence[str]) -> list[str]:
 
 
 def evaluate_model(model: SequentialRecommender, split: Split) -> dict[str, dict[str, float]]:
-    """Validation and test metrics, seen items kept and excluded, all through ``evaluate``."""
+    """Validation and test metrics (means and standard errors), seen items kept and excluded,
+    all through ``evaluate``."""
     out = {}
     for part, examples in (("valid", split.valid), ("test", split.test)):
         for exclude in (False, True):
-            means = evaluate(examples, scores=model.score_fn(examples), ks=(5, 10),
-                             exclude_seen=exclude, num_items=model.num_items,
-                             progress=False).means()  # fmt: skip
-            out[part + ("_exclude_seen" if exclude else "")] = {k: means[k] for k in METRICS}
+            result = evaluate(examples, scores=model.score_fn(examples), ks=(5, 10),
+                              exclude_seen=exclude, num_items=model.num_items,
+                              progress=False)  # fmt: skip
+            out[part + ("_exclude_seen" if exclude else "")] = result.summary(METRICS)
     return out
 
 

@@ -173,6 +173,21 @@ class EvalResult:
             for name, values in self.per_user.items()
         }
 
+    def standard_errors(self) -> dict[str, float]:
+        """The standard error of every mean (sample std / sqrt(rows)): how far a mean could move
+        on another draw of users, the yardstick for a gap between two reported numbers."""
+        return {
+            name: float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1
+            else float("nan")
+            for name, values in self.per_user.items()
+        }  # fmt: skip
+
+    def summary(self, names: Sequence[str]) -> dict[str, float]:
+        """The means of ``names`` and, under ``<name>_se``, their standard errors: what a
+        benchmark record keeps."""
+        means, errors = self.means(), self.standard_errors()
+        return {**{k: means[k] for k in names}, **{f"{k}_se": errors[k] for k in names}}
+
     def __str__(self) -> str:
         return " ".join(f"{name}={value:.4f}" for name, value in self.means().items())
 

@@ -103,11 +103,11 @@ METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 def ranking_metrics(
     model: OneRec, examples: Examples, ids: SemanticIds, beam: int, exclude_seen: bool
 ) -> dict[str, float]:
-    """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search."""
+    """Recall/NDCG@5/10 of the next item over the full catalog, ranked by beam search, with
+    their standard errors (``<metric>_se``)."""
     ranked = rank_examples(model, examples, ids, beam, 10, exclude_seen=exclude_seen)
     result = evaluate(examples, ranked=ranked.numpy(), ks=(5, 10), exclude_seen=exclude_seen)
-    means = result.means()
-    return {k: means[k] for k in METRICS}
+    return result.summary(METRICS)
 
 
 def split_metrics(model: OneRec, split: Split, ids: SemanticIds, beam: int) -> dict[str, dict]:
