@@ -241,7 +241,9 @@ def test_run_benchmark_writes_one_table(dataset, tmp_path):
     assert list(result["models"]) == ["pop", "sasrec-ce", "fdsa"]
     for record in result["models"].values():
         for part in ("valid", "test", "valid_exclude_seen", "test_exclude_seen"):
-            assert set(record["results"][part]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+            metrics = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+            assert set(record["results"][part]) == {*metrics, *(f"{m}_se" for m in metrics)}
+            assert all(record["results"][part][f"{m}_se"] >= 0 for m in metrics)
         assert record["seconds"]["train"] >= 0
     assert result["commit"] is not None and "machine" in result
     table = (out / "baselines_cycle.md").read_text()
