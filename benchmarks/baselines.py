@@ -21,6 +21,7 @@ import torch
 from onerec.baselines.benchmark import ALL_MODELS, run_benchmark
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.train import BaselineTrainConfig
+from onerec.model.config import parse_overrides
 
 
 def main() -> None:
@@ -40,6 +41,9 @@ def main() -> None:
                         help="training time cap per model (the best epoch so far is kept)")
     parser.add_argument("--tiger-epochs", type=int, default=TigerSettings().epochs,
                         help="TIGER's schedule length (its training also stops at --max-seconds)")
+    parser.add_argument("--tiger-model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of TIGER's model preset, repeatable (e.g. "
+                             "encoder_layers=2); the record keeps them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--quiet", action="store_true")
@@ -51,7 +55,8 @@ def main() -> None:
                                  device=args.device)  # fmt: skip
     result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
                            config=config, work_dir=args.work_dir,
-                           tiger=TigerSettings(epochs=args.tiger_epochs),
+                           tiger=TigerSettings(epochs=args.tiger_epochs,
+                                               model=parse_overrides(args.tiger_model)),
                            progress=not args.quiet)  # fmt: skip
     print((args.out / f"baselines_{result['dataset']}.md").read_text())
 
