@@ -7,8 +7,9 @@
 2. each model built with a fixed seed and trained by :func:`onerec.baselines.train.fit`
    (early stopping on validation Recall@10);
 3. the selected model scores every test user once through :func:`onerec.evaluation.evaluate`:
-   full ranking over all items, seen items not excluded (the primary number) and excluded
-   (S3-Rec's setting, whose code filters them).
+   full ranking over all items, seen items kept and excluded (S3-Rec's setting, whose code
+   filters them); the table marks with * the setting validation selects
+   (:func:`onerec.evaluation.exclude_seen_selected`), every record keeps standard errors.
 
 Writes ``baselines_<dataset>.json`` (commit, machine, configs, per-epoch logs, metrics, seconds,
 published numbers) and ``baselines_<dataset>.md`` (one table). Models of an earlier run of the
