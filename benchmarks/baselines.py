@@ -7,8 +7,8 @@ leave-one-out protocol, in the same harness as OneRec (a thin script over
 
 Writes ``benchmarks/results/baselines_<dataset>.json`` and ``.md``: test Recall/NDCG@5/10 with
 seen items kept and excluded (S3-Rec's setting; * marks the one validation selects), validation
-Recall@10, epochs, wall times, and the published numbers beside ours. Models already in the JSON and not run again are
-kept, so a model can be re-run alone.
+Recall@10, epochs, wall times, and the published numbers beside ours. Models already in the JSON
+and not run again are kept, so a model can be re-run alone.
 """
 
 from __future__ import annotations
