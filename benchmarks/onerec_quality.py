@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from onerec.baselines.benchmark import test_columns
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
@@ -45,7 +46,7 @@ from onerec.tokenizer.pipeline import (
 )
 from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
-from onerec.training.pipeline import METRICS, split_metrics, train_on_dataset
+from onerec.training.pipeline import split_metrics, train_on_dataset
 
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
@@ -147,10 +148,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
 
 def markdown_row(r: dict) -> str:
     """One row of ``onerec_quality.md``; * marks the seen-items setting validation selects."""
-    test, excl = r["results"]["test"], r["results"]["test_exclude_seen"]
-    exclude = exclude_seen_selected(r["results"])
-    fmt = " / ".join(f"{test[k]:.4f}" for k in METRICS) + ("" if exclude else " *")
-    fmt_ex = " / ".join(f"{excl[k]:.4f}" for k in METRICS) + (" *" if exclude else "")
+    fmt, fmt_ex = test_columns(r["results"])
     s = r["seconds"]
     return (f"| {r['dataset']} | {fmt} | {fmt_ex} | {r['results']['valid']['recall@10']:.4f} | "
             f"{r['training']['epochs']} | {s['tokenize']:.0f} / {s['train']:.0f} / "

@@ -40,8 +40,8 @@ from onerec.data.splits import Split, leave_one_out
 from onerec.evaluation import evaluate, exclude_seen_selected
 from onerec.exceptions import UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
+from onerec.training.pipeline import METRICS
 
-METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 Builder = Callable[[Dataset, Split, int], SequentialRecommender]
 
@@ -201,14 +201,21 @@ def _fmt(values: Sequence[float | None]) -> str:
     return " / ".join("—" if v is None else f"{v:.4f}" for v in values)
 
 
+def test_columns(results: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """Test R@5 / N@5 / R@10 / N@10 with seen items kept and excluded, as two table cells; * marks
+    the setting validation selects (:func:`onerec.evaluation.exclude_seen_selected`)."""
+    exclude = exclude_seen_selected(results)
+    kept = _fmt([results["test"][k] for k in METRICS]) + ("" if exclude else " *")
+    excluded = _fmt([results["test_exclude_seen"][k] for k in METRICS]) + (" *" if exclude else "")
+    return kept, excluded
+
+
 def markdown_row(r: dict[str, Any]) -> str:
     res = r["results"]
     published = r.get("published")
     pub = f"{_fmt(published['values'])} ({published['source']})" if published else "—"
     t = r["training"]
-    exclude = exclude_seen_selected(res)
-    kept = _fmt([res["test"][k] for k in METRICS]) + ("" if exclude else " *")
-    excluded = _fmt([res["test_exclude_seen"][k] for k in METRICS]) + (" *" if exclude else "")
+    kept, excluded = test_columns(res)
     return (f"| {r['model']} | {kept} | {excluded} | {pub} | "
             f"{res['valid']['recall@10']:.4f} | {t['best_epoch']} / {t['epochs']} | "
             f"{r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} |")  # fmt: skip
