@@ -172,6 +172,17 @@ def test_early_stopping_keeps_the_best_validation_epoch(dataset, split):
     assert again == best  # the model holds the selected epoch
 
 
+def test_time_budget_ends_the_epoch_at_the_step_that_spends_it(dataset, split):
+    set_seed(0)
+    model = small_model("sasrec-ce", dataset, split)
+    config = BaselineTrainConfig(max_length=8, batch_size=4, epochs=5, max_seconds=1e-9)
+    result = fit(model, split, config, progress=False)
+    assert result.stopped == "time" and result.epochs == 1
+    # one step was taken (60 sequences make 15 batches), then the partial epoch was validated
+    assert result.log == [result.log[0]] and result.log[0]["partial"] is True
+    assert "valid_recall@10" in result.log[0] and result.best_epoch == 1
+
+
 def test_full_softmax_loss_matches_cross_entropy():
     g = torch.Generator().manual_seed(0)
     h = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)

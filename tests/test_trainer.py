@@ -104,12 +104,18 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
 
 
-def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path: Path) -> None:
+def test_time_budget_stops_at_the_step_that_spends_it(tmp_path: Path) -> None:
     config = TrainConfig(history_length=8, batch_size=64, epochs=50, patience=50, eval_beam=10,
                          max_seconds=1e-6)  # fmt: skip
     model, ids, split = setup(tmp_path)
-    state = Trainer(model, ids, split, config, tmp_path / "run").fit(progress=False)
+    trainer = Trainer(model, ids, split, config, tmp_path / "run")
+    assert trainer.steps_per_epoch > 1
+    state = trainer.fit(progress=False)
     assert state["epochs"] == 1 and state["stopped"] == "time" and state["seconds"] > 0
+    assert state["steps"] == 1  # the epoch ended at its first step, then was validated
+    epochs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "valid_recall@10" in x]  # fmt: skip
+    assert len(epochs) == 1 and epochs[0]["partial"] is True
     assert (tmp_path / "run" / "model.safetensors").exists()  # the best (only) epoch is kept
     # a resumed run counts the time already spent: nothing more to do
     model, ids, split = setup(tmp_path)
@@ -154,8 +160,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+# a budget it never spends: every step still asks rank 0's clock (a broadcast all ranks join)
 DDP_CONFIG = TrainConfig(history_length=8, batch_size=48, epochs=1, lr=3e-3, warmup_steps=3,
-                         patience=5, eval_beam=10, log_every=2)
+                         patience=5, eval_beam=10, log_every=2, max_seconds=3600.0)
 
 
 def test_data_parallel_two_processes_match_one_process(tmp_path: Path) -> None:

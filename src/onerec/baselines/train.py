@@ -28,7 +28,9 @@ from onerec.exceptions import ConfigError
 @dataclass
 class BaselineTrainConfig:
     """How baselines are trained. Defaults follow S3-Rec's baseline setup (Adam at 1e-3, batch
-    256, length 50); ``max_seconds`` caps training time (the issue asks for < 20 minutes)."""
+    256, length 50). ``max_seconds`` caps training time, validation included (the issue asks for
+    < 20 minutes): checked after every step, the step that spends it ends the epoch early
+    (logged ``"partial": true``), which is validated like any other before training stops."""
 
     max_length: int = 50
     batch_size: int = 256
@@ -38,7 +40,7 @@ class BaselineTrainConfig:
     patience: int = 10  # validations without a better Recall@10 before stopping (S3-Rec: 10)
     eval_every: int = 1  # epochs between validations
     eval_users: int | None = None  # validate on a fixed random subset of this size
-    max_seconds: float | None = 1140.0  # stop training after this long (then keep the best)
+    max_seconds: float | None = 1140.0  # then validate once more and keep the best epoch
     seed: int = 0
     device: str = "cpu"
 
@@ -142,7 +144,7 @@ def fit(
         batches = length_batches(rows, sequences.lengths, config.batch_size, rng)
         bar = tqdm(batches, desc=f"{model.name} epoch {epoch}", unit="step", disable=not progress,
                    leave=False)  # fmt: skip
-        total, t0 = 0.0, time.perf_counter()
+        total, done, out_of_time, t0 = 0.0, 0, False, time.perf_counter()
         for batch_rows in bar:
             batch = sequence_batches(sequences, batch_rows, config.max_length)
             loss = model.loss(batch.to(device))
@@ -150,9 +152,16 @@ def fit(
             loss.backward()
             optimizer.step()
             total += float(loss.detach())
-        entry = {"epoch": epoch, "loss": total / len(batches), "epoch_seconds": time.perf_counter() - t0}
-        out_of_time = (config.max_seconds is not None
-                       and time.perf_counter() - start > config.max_seconds)  # fmt: skip
+            done += 1
+            out_of_time = (config.max_seconds is not None
+                           and time.perf_counter() - start > config.max_seconds)  # fmt: skip
+            if out_of_time:  # end the epoch here; it is validated like any other
+                break
+        bar.close()
+        entry = {"epoch": epoch, "loss": total / max(done, 1),
+                 "epoch_seconds": time.perf_counter() - t0}  # fmt: skip
+        if out_of_time and done < len(batches):
+            entry["partial"] = True
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             means = validate()
             entry.update({f"valid_{k}": v for k, v in means.items()})

@@ -56,10 +56,13 @@ class TrainConfig:
     ``window_items``: longest training sequence read in one piece (longer ones are cut into
     windows that repeat ``history_length`` items of context). ``eval_users``: validate on this
     many validation users (a fixed random subset; None = all) after every epoch.
-    ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere. ``max_seconds``: stop
-    after the epoch that brings the run's time (training and validation, summed over resumes)
-    past this budget; the best epoch so far is kept. The learning-rate schedule still spans
-    ``epochs``, so set ``epochs`` to what the budget holds when the schedule should finish.
+    ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere. ``max_seconds``: a
+    budget for the run's time (training and validation, summed over resumes), checked after
+    every step: the step that spends it ends the epoch early (logged ``"partial": true``), which
+    is then validated like any other, and training stops; the best epoch so far is kept. A
+    resumed run with a larger budget goes on with the *next* epoch. The learning-rate schedule
+    still spans ``epochs``, so set ``epochs`` to what the budget holds when the schedule should
+    finish.
     ``features``: side features of every history item (``onerec.data.features`` names) the
     split is built with and the model reads (``history_features = len(features)``)."""
 
@@ -318,7 +321,7 @@ class Trainer:
                                      np.random.default_rng(c.seed + self.epoch))  # fmt: skip
             self.model.train()
             start = time.perf_counter()
-            total, codes = 0.0, 0
+            total, codes, partial = 0.0, 0, False
             bar = tqdm(batches, desc=f"epoch {self.epoch}", unit="step", disable=not (progress and main))
             for batch in bar:
                 record = self._train_step(batch)
@@ -333,6 +336,10 @@ class Trainer:
                         if load.numel():
                             record["expert_load"] = [round(x, 4) for x in load.mean(0).tolist()]
                         log.write(json.dumps(record) + "\n")
+                if self._out_of_time(time.perf_counter() - start):
+                    partial = True
+                    break
+            bar.close()
             train_seconds = time.perf_counter() - start
             valid = self._validate_everywhere()
             improved = valid["recall@10"] > self.best
@@ -345,7 +352,7 @@ class Trainer:
                     "epoch": self.epoch - 1, "train_ntp": total / max(codes, 1),
                     "valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"],
                     "best": self.best, "train_seconds": train_seconds,
-                    "seconds": time.perf_counter() - start,
+                    "seconds": time.perf_counter() - start, **({"partial": True} if partial else {}),
                 }) + "\n")  # fmt: skip
                 log.flush()
                 if improved:
@@ -367,8 +374,16 @@ class Trainer:
         self.load_best()
         return state
 
-    def _out_of_time(self) -> bool:
-        return self.config.max_seconds is not None and self.elapsed >= self.config.max_seconds
+    def _out_of_time(self, running: float = 0.0) -> bool:
+        """Whether the time budget is spent, counting ``running`` seconds of the current epoch.
+        Rank 0's clock decides for every process, so all of them stop at the same step."""
+        if self.config.max_seconds is None:
+            return False
+        spent = torch.tensor(float(self.elapsed + running >= self.config.max_seconds),
+                             device=self.device)  # fmt: skip
+        if self.world > 1:
+            dist.broadcast(spent, 0)
+        return bool(spent)
 
     def load_best(self) -> None:
         """Put the best epoch's weights (``model.safetensors``) into the model."""
