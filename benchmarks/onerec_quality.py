@@ -3,14 +3,17 @@
     python benchmarks/onerec_quality.py --datasets beauty --out benchmarks/results
     python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --out benchmarks/results
 
-For each dataset, with the same settings everywhere (nothing here is tuned per dataset):
+The defaults are the command selected on validation; every other setting tried, and why it lost,
+is in ``benchmarks/results/onerec_quality.md``. For each dataset, with the same settings
+everywhere (nothing here is tuned per dataset):
 1. item embeddings: text where the catalog has item text (else attribute lists), fused with
    collaborative co-occurrence vectors from the *training* split; balanced residual k-means,
    3 levels (codebook size from the catalog), a 4th code where items collide. With
    ``--codes published``: a published RQ-VAE tokenization made from item text instead (Beauty,
    whose text is not on this machine), first 3 levels plus our collision code;
-2. OneRec (``--preset``, sparse-MoE decoder) trained by next-token prediction over whole
-   sequences, early-stopped on validation Recall@10 (beam search, ``--eval-beam``);
+2. OneRec (``--preset`` with ``SELECTED_MODEL``'s settings, sparse-MoE decoder) trained by
+   next-token prediction over whole sequences for 20 epochs, early-stopped on the Recall@10 of
+   4,096 validation users (beam search, ``--eval-beam``, patience 5);
 3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
    catalog, seen items kept and excluded (S3-Rec's setting); whether to exclude them is chosen
    on validation Recall@10 (``selected`` in the JSON, * in the table): on Beauty no user ever
@@ -48,6 +51,10 @@ from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
 from onerec.training.pipeline import split_metrics, train_on_dataset
 
+# Settings chosen on validation (every run and the choice: benchmarks/results/onerec_quality.md).
+# The script's defaults are the selected command; --model KEY=VALUE overrides these.
+SELECTED_MODEL: dict[str, object] = {"dropout": 0.1, "n_user_buckets": 0}
+
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
     "beauty": {
@@ -78,10 +85,11 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
     folder and a summary of the tokenization."""
     tok_dir = root / "tokens"
     if codes == "published":
-        record = {"published": PUBLISHED_CODES.get(ds.name, (None,))[0], "levels": 3}
-        if not (tok_dir / "semantic_ids.parquet").exists():
-            save_semantic_ids(tok_dir, published_ids(ds, data_dir, levels=3), ds.log.items,
-                              {"dataset": ds.name, "tokenizer": record})  # fmt: skip
+        saved = (tok_dir / "semantic_ids.parquet").exists()
+        table = None if saved else published_ids(ds, data_dir, levels=3)  # named error if none
+        record = {"published": PUBLISHED_CODES[ds.name][0], "levels": 3}
+        if table is not None:
+            save_semantic_ids(tok_dir, table, ds.log.items, {"dataset": ds.name, "tokenizer": record})
     else:
         emb_config = embedding_config(ds, sources)
         tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
@@ -95,10 +103,18 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
     return record, tok_dir, info
 
 
-def run(name: str, args: argparse.Namespace) -> dict:
+def model_overrides(args: argparse.Namespace) -> dict:
+    """The preset's overrides: the selected settings, then ``--model`` on top."""
+    return {**SELECTED_MODEL, **parse_overrides(args.model)}
+
+
+def run(source: str, args: argparse.Namespace) -> dict:
+    """Tokenize, train and test on ``source`` (a registry name or a dataset folder); the record.
+    Runs live in ``args.runs / <dataset name>`` (resumed when present)."""
     times: dict[str, float] = {}
     start = time.perf_counter()
-    ds = load_dataset(name, args.data_dir)
+    ds = load_dataset(source, args.data_dir)
+    name = ds.name
     split = leave_one_out(ds.log, history_length=args.history_length)
 
     t = time.perf_counter()
@@ -111,9 +127,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
-                         eval_users=args.eval_users, seed=args.seed)  # fmt: skip
+                         eval_users=args.eval_users or None, seed=args.seed)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
-                               preset=args.preset, model_overrides=parse_overrides(args.model),
+                               preset=args.preset, model_overrides=model_overrides(args),
                                progress=not args.quiet)  # fmt: skip
     times["train"] = time.perf_counter() - t
 
@@ -134,7 +150,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model and seen-items setting selected on validation "
                     "Recall@10",
-        "config": {"args": vars(args), **codes_record, "train": asdict(config),
+        "config": {"args": vars(args), "model_overrides": model_overrides(args), **codes_record, "train": asdict(config),
                    "model": model.config.to_dict(), "parameters": model.describe()},
         "tokenization": ids_info,
         "training": {**trained.state, "epochs_log": epochs},
@@ -168,23 +184,26 @@ def main() -> None:
                         help="embedding sources of our codes (content = text, else attributes)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config override, repeatable (e.g. dropout=0.1)")
+                        help="model config override on top of SELECTED_MODEL, repeatable "
+                             "(e.g. dropout=0.2)")
     parser.add_argument("--history-length", type=int, default=20)
     parser.add_argument("--session-items", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=5,
+                        help="epochs without a better validation Recall@10 before stopping")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--eval-beam", type=int, default=20)
-    parser.add_argument("--eval-users", type=int, default=None)
+    parser.add_argument("--eval-users", type=int, default=4096,
+                        help="validation users ranked after every epoch (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    for name in args.datasets.split(","):
-        result = run(name, args)
-        (args.out / f"onerec_quality_{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    for source in args.datasets.split(","):
+        result = run(source, args)
+        (args.out / f"onerec_quality_{result['dataset']}.json").write_text(json.dumps(result, indent=2, default=str))
         table = args.out / "onerec_quality.md"
         if not table.exists():
             table.write_text(

@@ -1,0 +1,59 @@
+"""The quality benchmark script end to end at tiny scale: the command behind the README's OneRec
+numbers must keep running, keep its run folder apart from the data, and record what it ran."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from onerec.data.synthetic import SyntheticConfig, generate
+from onerec.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) -> None:
+    script = load_script("onerec_quality")
+    data = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
+    folder = data.save(tmp_path / "data")
+    before = sorted(p.name for p in folder.iterdir())
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
+        "--preset", "tiny", "--epochs", "1", "--eval-users", "0", "--model", "dropout=0.2",
+        "--runs", str(runs), "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    script.main()
+    record = json.loads((out / f"onerec_quality_{data.name}.json").read_text())
+    # the selected settings apply, and --model overrides them
+    assert record["config"]["model_overrides"] == {**script.SELECTED_MODEL, "dropout": 0.2}
+    assert record["config"]["model"]["dropout"] == 0.2
+    assert record["config"]["model"]["n_user_buckets"] == script.SELECTED_MODEL["n_user_buckets"]
+    assert record["config"]["train"]["eval_users"] is None  # 0 = every validation user
+    assert record["selected"]["exclude_seen"] in (True, False)
+    for part in ("valid", "test", "valid_exclude_seen", "test_exclude_seen"):
+        assert 0 <= record["results"][part]["recall@5"] <= record["results"][part]["recall@10"] <= 1
+    assert (runs / data.name / "model" / "model.safetensors").exists()
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside the data
+    rows = (out / "onerec_quality.md").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].startswith(f"| {data.name} |")
+
+
+def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
+    script = load_script("onerec_quality")
+    folder = generate(SyntheticConfig(num_users=40, num_items=40, seed=2)).save(tmp_path / "d")
+    monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--datasets", str(folder), "--codes", "published",
+                                      "--runs", str(tmp_path / "runs"),
+                                      "--out", str(tmp_path / "out")])  # fmt: skip
+    with pytest.raises(ConfigError, match="no published tokenization"):
+        script.main()
