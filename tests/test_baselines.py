@@ -257,6 +257,7 @@ def test_run_benchmark_writes_one_table(dataset, tmp_path):
             assert all(record["results"][part][f"{m}_se"] >= 0 for m in metrics)
         assert record["seconds"]["train"] >= 0
     assert result["commit"] is not None and "machine" in result
+    assert all(r["commit"] == result["commit"] for r in result["models"].values())
     table = (out / "baselines_cycle.md").read_text()
     assert "| sasrec-ce |" in table and "| fdsa |" in table and "published" in table
     with pytest.raises(UnknownModelError):
@@ -299,7 +300,8 @@ def test_tiger_is_onerec_code_in_tiger_configuration(dataset, tmp_path):
     pop = result["models"]["pop"]["results"]["test"]["ndcg@5"]
     assert record["results"]["test"]["ndcg@5"] > pop + 0.3
     assert set(record["results"]) == {"valid", "test", "valid_exclude_seen", "test_exclude_seen"}
-    assert "| tiger |" in (out / "baselines_cycle.md").read_text()
+    # the table says when TIGER ran at other sizes than its preset's
+    assert "| tiger (d_model=32, n_heads=2, encoder_layers=1," in (out / "baselines_cycle.md").read_text()
     assert (tmp_path / "work" / "tiger_cycle" / "model" / "model.safetensors").exists()
 
 

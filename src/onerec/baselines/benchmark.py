@@ -174,6 +174,8 @@ def run_benchmark(
             ours[name] = run_tiger(dataset, config, work, tiger, progress, data_dir)
         else:
             ours[name] = run_model(name, dataset, split, config, progress)
+        # the table keeps models from earlier runs: each record names the code that made it
+        ours[name]["commit"] = environment()["commit"]
         # read the file again just before writing: another run may have added models meanwhile
         records = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
         records.update(ours)
@@ -216,7 +218,11 @@ def markdown_row(r: dict[str, Any]) -> str:
     pub = f"{_fmt(published['values'])} ({published['source']})" if published else "—"
     t = r["training"]
     kept, excluded = test_columns(res)
-    return (f"| {r['model']} | {kept} | {excluded} | {pub} | "
+    label = r["model"]
+    overrides = (r.get("hyperparameters", {}).get("settings") or {}).get("model")
+    if overrides:  # e.g. TIGER at a smaller size than its preset
+        label += " (" + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")"
+    return (f"| {label} | {kept} | {excluded} | {pub} | "
             f"{res['valid']['recall@10']:.4f} | {t['best_epoch']} / {t['epochs']} | "
             f"{r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} |")  # fmt: skip
 
@@ -224,7 +230,8 @@ def markdown_row(r: dict[str, Any]) -> str:
 def markdown_table(result: dict[str, Any]) -> str:
     """The comparison table of one dataset, published numbers beside ours."""
     head = (
-        f"# Baselines on {result['dataset']}\n\n{result['protocol']}. Commit {result['commit']}; "
+        f"# Baselines on {result['dataset']}\n\n{result['protocol']}. Commit of the latest run "
+        f"{result['commit']} (each model's JSON record names its own); "
         f"{result['machine']['cpu']}, {result['note']}. * marks the setting validation selects "
         "(seen items kept or excluded, whichever gives the higher validation Recall@10).\n\n"
         "| model | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | published "
