@@ -91,7 +91,8 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
         table = None if saved else published_ids(ds, data_dir, levels=3)  # named error if none
         record = {"published": PUBLISHED_CODES[ds.name][0], "levels": 3}
         if table is not None:
-            save_semantic_ids(tok_dir, table, ds.log.items, {"dataset": ds.name, "tokenizer": record})
+            save_semantic_ids(tok_dir, table, ds.log.items,
+                              {"dataset": ds.name, "tokenizer": record})  # fmt: skip
     else:
         emb_config = embedding_config(ds, sources)
         tok_config = TokenizeConfig(method="balanced", levels=3, seed=seed)
@@ -152,8 +153,9 @@ def run(source: str, args: argparse.Namespace) -> dict:
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model and seen-items setting selected on validation "
                     "Recall@10",
-        "config": {"args": vars(args), "model_overrides": model_overrides(args), **codes_record, "train": asdict(config),
-                   "model": model.config.to_dict(), "parameters": model.describe()},
+        "config": {"args": vars(args), "model_overrides": model_overrides(args), **codes_record,
+                   "train": asdict(config), "model": model.config.to_dict(),
+                   "parameters": model.describe()},  # fmt: skip
         "tokenization": ids_info,
         "training": {**trained.state, "epochs_log": epochs},
         "seconds": times,
@@ -205,7 +207,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     for source in args.datasets.split(","):
         result = run(source, args)
-        (args.out / f"onerec_quality_{result['dataset']}.json").write_text(json.dumps(result, indent=2, default=str))
+        path = args.out / f"onerec_quality_{result['dataset']}.json"
+        path.write_text(json.dumps(result, indent=2, default=str))
         table = args.out / "onerec_quality.md"
         if not table.exists():
             table.write_text(

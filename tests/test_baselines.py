@@ -301,7 +301,8 @@ def test_tiger_is_onerec_code_in_tiger_configuration(dataset, tmp_path):
     assert record["results"]["test"]["ndcg@5"] > pop + 0.3
     assert set(record["results"]) == {"valid", "test", "valid_exclude_seen", "test_exclude_seen"}
     # the table says when TIGER ran at other sizes than its preset's
-    assert "| tiger (d_model=32, n_heads=2, encoder_layers=1," in (out / "baselines_cycle.md").read_text()
+    table = (out / "baselines_cycle.md").read_text()
+    assert "| tiger (d_model=32, n_heads=2, encoder_layers=1," in table
     assert (tmp_path / "work" / "tiger_cycle" / "model" / "model.safetensors").exists()
 
 

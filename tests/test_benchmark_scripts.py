@@ -52,8 +52,9 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
 def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
     script = load_script("onerec_quality")
     folder = generate(SyntheticConfig(num_users=40, num_items=40, seed=2)).save(tmp_path / "d")
-    monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--datasets", str(folder), "--codes", "published",
-                                      "--runs", str(tmp_path / "runs"),
-                                      "--out", str(tmp_path / "out")])  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--codes", "published",
+        "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
     with pytest.raises(ConfigError, match="no published tokenization"):
         script.main()

@@ -352,7 +352,8 @@ class Trainer:
                     "epoch": self.epoch - 1, "train_ntp": total / max(codes, 1),
                     "valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"],
                     "best": self.best, "train_seconds": train_seconds,
-                    "seconds": time.perf_counter() - start, **({"partial": True} if partial else {}),
+                    "seconds": time.perf_counter() - start,
+                    **({"partial": True} if partial else {}),
                 }) + "\n")  # fmt: skip
                 log.flush()
                 if improved:
