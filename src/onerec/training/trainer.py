@@ -380,11 +380,12 @@ class Trainer:
         Rank 0's clock decides for every process, so all of them stop at the same step."""
         if self.config.max_seconds is None:
             return False
-        spent = torch.tensor(float(self.elapsed + running >= self.config.max_seconds),
-                             device=self.device)  # fmt: skip
-        if self.world > 1:
-            dist.broadcast(spent, 0)
-        return bool(spent)
+        spent = self.elapsed + running >= self.config.max_seconds
+        if self.world > 1:  # a tensor (and on a GPU a sync) only where processes must agree
+            flag = torch.tensor(float(spent), device=self.device)
+            dist.broadcast(flag, 0)
+            spent = bool(flag)
+        return spent
 
     def load_best(self) -> None:
         """Put the best epoch's weights (``model.safetensors``) into the model."""
