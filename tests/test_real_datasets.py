@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from onerec.data.registry import REGISTRY, load_dataset
+from onerec.data.schema import Dataset
 from onerec.data.splits import leave_one_out
 
 SIZES = {
@@ -61,3 +62,27 @@ def test_text_and_user_features(data_dir: Path) -> None:
     yelp = load_dataset("yelp", data_dir)
     assert yelp.item_table.text("title")[0] == "The Great Greek"
     assert "approximate" in yelp.meta["text_join"]
+
+
+def test_conversions_racing_for_the_cache_both_succeed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs started together convert the same files; the one that caches second keeps the
+    first one's copy instead of failing (it used to rename a shared temporary folder)."""
+    monkeypatch.setenv("ONEREC_CACHE_DIR", str(tmp_path))
+    real_save, raced = Dataset.save, []
+
+    def save_while_another_run_converts(self: Dataset, path: Path) -> None:
+        real_save(self, path)
+        if not raced:  # the other run converts and caches in between
+            raced.append(None)
+            raced[0] = load_dataset("ml-100k", data_dir)
+
+    monkeypatch.setattr(Dataset, "save", save_while_another_run_converts)
+    ds = load_dataset("ml-100k", data_dir)
+    (cached,) = (tmp_path / "datasets").iterdir()  # one cache, no temporary folder left
+    assert (cached / "meta.json").exists() and not cached.name.endswith(".tmp")
+    monkeypatch.setattr(Dataset, "save", real_save)
+    again = load_dataset("ml-100k", data_dir)
+    for other in (raced[0], again):
+        np.testing.assert_array_equal(other.log.item, ds.log.item)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -181,12 +182,17 @@ def load_dataset(
     dataset = spec.read(root)
     dataset.meta["data_dir"] = str(root)
     if use_cache:
-        tmp = cached.with_name(cached.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a folder of this process's own, renamed into place at once: a killed conversion never
+        # leaves a half-written cache, and processes converting at the same time do not collide
+        tmp = cached.with_name(f"{cached.name}.{uuid.uuid4().hex}.tmp")
         dataset.save(tmp)
-        shutil.rmtree(cached, ignore_errors=True)
-        tmp.rename(cached)  # atomic: a killed conversion never leaves a half-written cache
-        logger.info("cached %s at %s", spec.name, cached)
+        if cached.exists() and not (cached / "meta.json").exists():
+            shutil.rmtree(cached, ignore_errors=True)  # left by an older, non-atomic version
+        try:
+            tmp.rename(cached)
+            logger.info("cached %s at %s", spec.name, cached)
+        except OSError:  # another process cached the same files first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
     return dataset
 
 

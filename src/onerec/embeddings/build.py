@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -62,7 +63,7 @@ def _cached(key: dict, compute: Callable[[], np.ndarray], use_cache: bool) -> np
     x = compute()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent runs do not collide
         save_file({"embeddings": np.ascontiguousarray(x)}, tmp)
         tmp.rename(path)
         logger.info("cached %s embeddings at %s", key["source"], path)
