@@ -128,7 +128,8 @@ def run(source: str, args: argparse.Namespace) -> dict:
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
-                         eval_users=args.eval_users or None, seed=args.seed)  # fmt: skip
+                         eval_users=args.eval_users or None, seed=args.seed,
+                         ema_decay=args.ema_decay or None)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
                                preset=args.preset, model_overrides=model_overrides(args),
                                progress=not args.quiet)  # fmt: skip
@@ -198,6 +199,8 @@ def main() -> None:
     parser.add_argument("--eval-beam", type=int, default=20)
     parser.add_argument("--eval-users", type=int, default=4096,
                         help="validation users ranked after every epoch (0 = all)")
+    parser.add_argument("--ema-decay", type=float, default=0.0,
+                        help="validate and keep a moving average of the weights (0 = raw)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()

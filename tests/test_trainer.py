@@ -16,6 +16,7 @@ from onerec.model import OneRec, OneRecConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
 from onerec.exceptions import ConfigError
 from onerec.training import TrainConfig, Trainer, length_batches, training_windows
+from onerec.training.trainer import WeightAverage
 from onerec.embeddings import cooccurrence_embeddings
 
 
@@ -63,9 +64,10 @@ def weights(model: OneRec) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None) -> None:
     config = TrainConfig(history_length=8, batch_size=64, epochs=2, lr=3e-3, warmup_steps=5,
-                         patience=5, eval_beam=10, log_every=5)
+                         patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay)
     model, ids, split = setup(tmp_path)
     state = Trainer(model, ids, split, config, tmp_path / "full").fit(progress=False)
     assert state["epochs"] == 2 and 0 <= state["best_valid_recall@10"] <= 1
@@ -102,6 +104,51 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path) -> None:
     part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in part_log] == [json.loads(x)["epoch"] for x in full_log]
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
+    if ema_decay is not None:  # the moving average resumed exactly too
+        full, part = (load_file(tmp_path / run / "last.safetensors") for run in ("full", "part"))
+        assert any(k.startswith("ema.") for k in full)
+        for k in full:
+            if k.startswith("ema."):
+                torch.testing.assert_close(part[k], full[k], rtol=0, atol=0)
+
+
+def test_weight_average_follows_its_formula_and_swaps_back() -> None:
+    layer = torch.nn.Linear(2, 1)
+    start = weights(layer).clone()
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(1.0)
+    average.update(layer)
+    d = 2 / 11  # the first update's decay: min(0.5, (1 + 1) / (10 + 1))
+    expected = d * start + (1 - d) * (start + 1)
+    torch.testing.assert_close(torch.cat([a.flatten() for a in average.params]), expected)
+    with average.applied(layer):
+        torch.testing.assert_close(weights(layer), expected)
+    torch.testing.assert_close(weights(layer), start + 1)  # its own weights again
+
+
+def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path) -> None:
+    kept = {}
+    for name, decay in (("raw", None), ("ema", 0.9)):
+        config = TrainConfig(history_length=8, batch_size=64, epochs=1, lr=3e-3, warmup_steps=5,
+                             eval_beam=10, ema_decay=decay)  # fmt: skip
+        model, ids, split = setup(tmp_path)
+        Trainer(model, ids, split, config, tmp_path / name).fit(progress=False)
+        kept[name] = (load_file(tmp_path / name / "last.safetensors"),
+                      load_file(tmp_path / name / "model.safetensors"))  # fmt: skip
+    (raw_last, raw_best), (ema_last, ema_best) = kept["raw"], kept["ema"]
+    params = [k for k in raw_last if k.startswith("model.")]
+    for k in params:  # the same training steps, with or without an average beside them
+        torch.testing.assert_close(ema_last[k], raw_last[k], rtol=0, atol=0)
+    # the kept model (the only epoch, so the best) holds the average, not the raw weights
+    model, _, _ = setup(tmp_path)
+    names = [n for n, _ in model.named_parameters()]
+    for i, n in enumerate(names):
+        torch.testing.assert_close(ema_best[n], ema_last[f"ema.{i}"], rtol=0, atol=0)
+    assert any(not torch.equal(ema_best[n], raw_best[n]) for n in names)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_time_budget_stops_at_the_step_that_spends_it(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         window_items=args.window_items, batch_size=args.batch_size, epochs=args.epochs,
         lr=args.lr, patience=args.patience, eval_beam=args.eval_beam,
         eval_users=args.eval_users, exclude_seen=args.exclude_seen, seed=args.seed,
-        device=args.device, max_seconds=args.max_seconds,
+        device=args.device, max_seconds=args.max_seconds, ema_decay=args.ema_decay,
         features=tuple(f.strip() for f in (args.features or "").split(",") if f.strip()),
     )  # fmt: skip
     overrides = parse_overrides(args.model or ())
@@ -338,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--exclude-seen", action="store_true",
                     help="never rank a user's earlier items (validation)")
     tr.add_argument("--max-seconds", type=float, default=None,
-                    help="stop after the epoch that passes this time budget (best epoch kept)")
+                    help="time budget, checked after every step: the epoch that spends it is "
+                    "cut short and validated, then training stops (best epoch kept)")
+    tr.add_argument("--ema-decay", type=float, default=None,
+                    help="validate and keep a moving average of the weights with this decay "
+                    "per step, e.g. 0.999 (default: the raw weights)")
     tr.add_argument("--features", default=None, metavar="NAME,NAME",
                     help="side features of every history item: time_gap and/or signals of the "
                     "log, e.g. time_gap,watch_time (default: none)")

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -64,7 +64,10 @@ class TrainConfig:
     still spans ``epochs``, so set ``epochs`` to what the budget holds when the schedule should
     finish.
     ``features``: side features of every history item (``onerec.data.features`` names) the
-    split is built with and the model reads (``history_features = len(features)``)."""
+    split is built with and the model reads (``history_features = len(features)``).
+    ``ema_decay``: keep an exponential moving average of the weights (decay per step, e.g.
+    0.999: about the last 1,000 steps) and validate, keep and return the average instead of the
+    raw weights; None trains and keeps the raw weights."""
 
     session_items: int = 1
     history_length: int = 20
@@ -85,6 +88,7 @@ class TrainConfig:
     precision: str = "auto"
     max_seconds: float | None = None
     features: tuple[str, ...] = ()
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.features, (list, tuple)) or not all(
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ConfigError("lr and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -165,6 +171,37 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters (buffers are not averaged).
+
+    The effective decay starts low and rises to ``decay`` (``min(decay, (1 + t) / (10 + t))``
+    after t updates), so the average is not dominated by the random initialization."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1 - d)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+        """Inside the block the model holds the averaged weights; afterwards its own again."""
+        own = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p, a in zip(model.parameters(), self.params):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, o in zip(model.parameters(), own):
+                    p.copy_(o)
 
 
 class Trainer:
@@ -220,6 +257,7 @@ class Trainer:
                                                              replace=False)  # fmt: skip
             valid = valid.take(np.sort(rows))
         self.valid = valid
+        self.average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -1.0, 0
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
 
@@ -267,6 +305,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         model.update_moe_bias()
+        if self.average is not None:
+            self.average.update(model)
         self.step += 1
         ntp = self._sum(total.detach().float()) / count
         return {"ntp": float(ntp), "aux": float(aux), "codes": int(count)}
@@ -286,11 +326,16 @@ class Trainer:
         result = evaluate(self.valid, ranked=ranked.numpy(), ks=(10,), exclude_seen=c.exclude_seen)
         return result.means()
 
+    def _averaged(self) -> AbstractContextManager[None]:
+        """The weights that are validated and kept: the moving average when there is one."""
+        return nullcontext() if self.average is None else self.average.applied(self.model)
+
     def _validate_everywhere(self) -> dict[str, float]:
         """Rank 0 validates; every process gets its numbers (the same early-stopping decision)."""
         values = torch.zeros(2, dtype=torch.float64)
         if self.rank == 0:
-            means = self.validate()
+            with self._averaged():
+                means = self.validate()
             values = torch.tensor([means["recall@10"], means["ndcg@10"]], dtype=torch.float64)
         if self.world > 1:
             dist.broadcast(values, 0)
@@ -357,7 +402,8 @@ class Trainer:
                 }) + "\n")  # fmt: skip
                 log.flush()
                 if improved:
-                    self.model.save(self.run_dir)
+                    with self._averaged():
+                        self.model.save(self.run_dir)
                 self._save(self.run_dir / "last.safetensors")
                 plot_metrics(metrics, self.run_dir / "training.png")
             if self.world > 1:
@@ -399,6 +445,9 @@ class Trainer:
         for i, p in enumerate(self.model.parameters()):
             for k, v in self.optimizer.state.get(p, {}).items():
                 tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().contiguous()
+        if self.average is not None:
+            tensors.update({f"ema.{i}": a.contiguous() for i, a in enumerate(self.average.params)})
+            tensors["ema.updates"] = torch.tensor([self.average.updates], dtype=torch.int64)
         tensors["trainer.counters"] = torch.tensor(
             [self.epoch, self.step, self.bad_epochs], dtype=torch.int64
         )
@@ -415,6 +464,14 @@ class Trainer:
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
             if state:
                 self.optimizer.state[p] = state
+        if self.average is not None:
+            if "ema.updates" not in tensors:
+                raise ConfigError(
+                    f"{path} was written without ema_decay: resume it with the same TrainConfig "
+                    "(ema_decay None) or start a new run directory"
+                )
+            self.average.params = [tensors[f"ema.{i}"] for i in range(len(self.average.params))]
+            self.average.updates = int(tensors["ema.updates"][0])
         self.epoch, self.step, self.bad_epochs = (int(x) for x in tensors["trainer.counters"])
         self.best = float(tensors["trainer.best"][0])
         if "trainer.elapsed" in tensors:  # absent in checkpoints written before max_seconds
