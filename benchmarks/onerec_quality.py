@@ -174,6 +174,21 @@ def markdown_row(r: dict) -> str:
             f"{s['evaluate']:.0f} / {s['total']:.0f} | {r['commit']} |")
 
 
+def add_row(table: Path, row: str) -> None:
+    """Add ``row`` to the table in ``table`` (made if missing), right after its last row: the
+    notes written below the table stay below it."""
+    if not table.exists():
+        table.write_text(
+            "| dataset | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | valid R@10 "
+            "| epochs | seconds: tokenize / train / evaluate / total | commit |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
+    lines = table.read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    lines.insert(last + 1, row)
+    table.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="beauty")
@@ -210,15 +225,7 @@ def main() -> None:
         result = run(source, args)
         path = args.out / f"onerec_quality_{result['dataset']}.json"
         path.write_text(json.dumps(result, indent=2, default=str))
-        table = args.out / "onerec_quality.md"
-        if not table.exists():
-            table.write_text(
-                "| dataset | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | valid R@10 "
-                "| epochs | seconds: tokenize / train / evaluate / total | commit |\n"
-                "|---|---|---|---|---|---|---|\n"
-            )
-        with table.open("a") as f:
-            f.write(markdown_row(result) + "\n")
+        add_row(args.out / "onerec_quality.md", markdown_row(result))
         print(markdown_row(result))
 
 

@@ -31,6 +31,7 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(sys, "argv", [
         "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
         "--preset", "tiny", "--epochs", "1", "--eval-users", "0", "--model", "dropout=0.2",
+        "--ema-decay", "0.9",
         "--runs", str(runs), "--out", str(out), "--quiet",
     ])  # fmt: skip
     script.main()
@@ -40,6 +41,7 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     assert record["config"]["model"]["dropout"] == 0.2
     assert record["config"]["model"]["n_user_buckets"] == script.SELECTED_MODEL["n_user_buckets"]
     assert record["config"]["train"]["eval_users"] is None  # 0 = every validation user
+    assert record["config"]["train"]["ema_decay"] == 0.9
     assert record["selected"]["exclude_seen"] in (True, False)
     for part in ("valid", "test", "valid_exclude_seen", "test_exclude_seen"):
         assert 0 <= record["results"][part]["recall@5"] <= record["results"][part]["recall@10"] <= 1
@@ -47,6 +49,11 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside the data
     rows = (out / "onerec_quality.md").read_text().splitlines()
     assert len(rows) == 3 and rows[2].startswith(f"| {data.name} |")
+    # a later run's row goes into the table, above the notes written under it
+    (out / "onerec_quality.md").write_text("\n".join(rows + ["", "Row 1: a note."]) + "\n")
+    script.add_row(out / "onerec_quality.md", "| next |")
+    assert (out / "onerec_quality.md").read_text().splitlines()[2:] == [
+        rows[2], "| next |", "", "Row 1: a note."]
 
 
 def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
