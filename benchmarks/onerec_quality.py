@@ -13,7 +13,8 @@ everywhere (nothing here is tuned per dataset):
    whose text is not on this machine), first 3 levels plus our collision code;
 2. OneRec (``--preset`` with ``SELECTED_MODEL``'s settings, sparse-MoE decoder) trained by
    next-token prediction over whole sequences for 20 epochs, early-stopped on the Recall@10 of
-   4,096 validation users (beam search, ``--eval-beam``, patience 5);
+   4,096 validation users (beam search, ``--eval-beam``, patience 5); what is validated and kept
+   is a moving average of the weights (``--ema-decay``);
 3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
    catalog, seen items kept and excluded (S3-Rec's setting); whether to exclude them is chosen
    on validation Recall@10 (``selected`` in the JSON, * in the table): on Beauty no user ever
@@ -214,8 +215,9 @@ def main() -> None:
     parser.add_argument("--eval-beam", type=int, default=20)
     parser.add_argument("--eval-users", type=int, default=4096,
                         help="validation users ranked after every epoch (0 = all)")
-    parser.add_argument("--ema-decay", type=float, default=0.0,
-                        help="validate and keep a moving average of the weights (0 = raw)")
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="validate and keep a moving average of the weights with this decay "
+                             "per step (0 = the raw weights)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()

@@ -63,7 +63,8 @@ def _cached(key: dict, compute: Callable[[], np.ndarray], use_cache: bool) -> np
     x = compute()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent runs do not collide
+        # a file of this process's own: runs caching the same embeddings at once do not collide
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         save_file({"embeddings": np.ascontiguousarray(x)}, tmp)
         tmp.rename(path)
         logger.info("cached %s embeddings at %s", key["source"], path)
