@@ -126,13 +126,14 @@ def run(source: str, args: argparse.Namespace) -> dict:
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    overrides = model_overrides(args)
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
                          eval_users=args.eval_users or None, seed=args.seed,
                          ema_decay=args.ema_decay or None)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
-                               preset=args.preset, model_overrides=model_overrides(args),
+                               preset=args.preset, model_overrides=overrides,
                                progress=not args.quiet)  # fmt: skip
     times["train"] = time.perf_counter() - t
 
@@ -153,7 +154,7 @@ def run(source: str, args: argparse.Namespace) -> dict:
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model and seen-items setting selected on validation "
                     "Recall@10",
-        "config": {"args": vars(args), "model_overrides": model_overrides(args), **codes_record,
+        "config": {"args": vars(args), "model_overrides": overrides, **codes_record,
                    "train": asdict(config), "model": model.config.to_dict(),
                    "parameters": model.describe()},  # fmt: skip
         "tokenization": ids_info,
@@ -227,8 +228,9 @@ def main() -> None:
         result = run(source, args)
         path = args.out / f"onerec_quality_{result['dataset']}.json"
         path.write_text(json.dumps(result, indent=2, default=str))
-        add_row(args.out / "onerec_quality.md", markdown_row(result))
-        print(markdown_row(result))
+        row = markdown_row(result)
+        add_row(args.out / "onerec_quality.md", row)
+        print(row)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def test_weight_average_follows_its_formula_and_swaps_back() -> None:
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(1.0)
-    average.update(layer)
+    average.update()
     d = 2 / 11  # the first update's decay: min(0.5, (1 + 1) / (10 + 1))
     expected = d * start + (1 - d) * (start + 1)
     torch.testing.assert_close(torch.cat([a.flatten() for a in average.params]), expected)

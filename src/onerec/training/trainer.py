@@ -182,12 +182,14 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay, self.updates = decay, 0
         self.params = [p.detach().clone() for p in model.parameters()]
+        self._live = [p.detach() for p in model.parameters()]  # views: built once, not per step
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self) -> None:
+        """Move the average towards the model's current weights (after an optimizer step)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1 - d)
+        torch._foreach_lerp_(self.params, self._live, 1 - d)
 
     @contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:
@@ -306,7 +308,7 @@ class Trainer:
         self.scheduler.step()
         model.update_moe_bias()
         if self.average is not None:
-            self.average.update(model)
+            self.average.update()
         self.step += 1
         ntp = self._sum(total.detach().float()) / count
         return {"ntp": float(ntp), "aux": float(aux), "codes": int(count)}
