@@ -54,7 +54,7 @@ from onerec.training.pipeline import split_metrics, train_on_dataset
 
 # Settings chosen on validation (every run and the choice: benchmarks/results/onerec_quality.md).
 # The script's defaults are the selected command; --model KEY=VALUE overrides these.
-SELECTED_MODEL: dict[str, object] = {"dropout": 0.1, "n_user_buckets": 0, "n_experts": 8}
+SELECTED_MODEL: dict[str, object] = {"dropout": 0.1, "n_user_buckets": 0, "n_experts": 16}
 
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
