@@ -291,8 +291,9 @@ class DecoderCache:
     the whole history. ``self_kv``: one preallocated, zero-initialized buffer ``(2 * layers, N,
     H, capacity, hd)`` with every layer's self-attention keys (``2l``) and values (``2l + 1``)
     of the ``length`` tokens decoded so far (N = B * beams): new tokens are written in place,
-    each layer's keys and values are contiguous, and reordering the beams is a single gather. ``self_bias``: the decoder's position bias ``(1, H, capacity,
-    capacity)``, computed once and sliced per step.
+    each layer's keys and values are contiguous, and reordering the beams is a single gather.
+    ``self_bias``: the decoder's position bias ``(1, H, capacity, capacity)``, computed once and
+    sliced per step.
     """
 
     cross_kv: list[tuple[Tensor, Tensor]]
