@@ -27,11 +27,13 @@ def _load(source: str, args: argparse.Namespace):
     from onerec.data.readers import ColumnMapping, read_dataset
     from onerec.data.registry import REGISTRY, load_dataset
 
+    from onerec.exceptions import DatasetNotFoundError
+
     path = Path(source)
     if source.lower() in REGISTRY or (path / "meta.json").exists():
         return load_dataset(source, args.data_dir)
     if not path.exists():
-        raise OneRecError(
+        raise DatasetNotFoundError(
             f"{source!r} is neither a registered dataset ({', '.join(sorted(REGISTRY))}), a "
             "saved dataset folder, nor a file"
         )
@@ -44,6 +46,8 @@ def _load(source: str, args: argparse.Namespace):
         columns=columns,
         item_files=args.item_file or (),
         duplicates=args.duplicates,
+        invalid_signals=args.invalid_signals,
+        encoding=args.encoding,
     )
 
 
@@ -62,6 +66,19 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     g.add_argument("--session-col", default=None)
     g.add_argument("--item-file", action="append", help="item text/attribute file (repeatable)")
     g.add_argument("--duplicates", default="drop", choices=["drop", "error", "keep"])
+    g.add_argument("--invalid-signals", default="error", choices=["error", "drop"],
+                   help="rows with NaN, infinite or negative signal values: stop with an error "
+                   "naming the first (default) or drop and count them")
+    g.add_argument("--encoding", default="utf-8",
+                   help="text encoding of the input files (latin-1, cp1252, utf-16, ...)")
+
+
+def _print_reading_reports(ds) -> None:
+    """What reading removed (invalid signal values, duplicate rows), one line per step."""
+    from onerec.data.report import FilterReport
+
+    for r in ds.meta.get("filters", []):
+        print(FilterReport.from_dict(r))
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -72,14 +89,16 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         return 0
     print(f"{summary['name']}: {summary['users']:,} users, {summary['items']:,} items, "
           f"{summary['interactions']:,} interactions (density {summary['density']:.5f})")
+    _print_reading_reports(ds)
     for key, value in summary.items():
-        if key not in ("name", "users", "items", "interactions", "density"):
+        if key not in ("name", "users", "items", "interactions", "density", "filters"):
             print(f"  {key}: {value}")
     return 0
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     ds = _load(args.source, args)
+    _print_reading_reports(ds)
     out = ds.save(args.out)
     print(f"wrote {ds.name} ({ds.num_users:,} users, {ds.num_items:,} items, "
           f"{len(ds.log):,} interactions) to {out}")
@@ -91,6 +110,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     from onerec.data.splits import leave_one_out, temporal_split
 
     ds = _load(args.source, args)
+    _print_reading_reports(ds)
     log = ds.log
     reports = []
     if args.session_gap is not None:

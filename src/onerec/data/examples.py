@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from onerec.data.files import read_parquet
 from onerec.data.ragged import Ragged
 
 
@@ -106,7 +107,7 @@ class Examples:
 
     @classmethod
     def load(cls, path: str | Path) -> "Examples":
-        return cls.from_arrow(pq.read_table(path))
+        return cls.from_arrow(read_parquet(path, hint="write the examples again."))
 
 
 def _features(table: pa.Table) -> Ragged:

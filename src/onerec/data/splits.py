@@ -26,10 +26,16 @@ import pyarrow.parquet as pq
 
 from onerec.data.examples import Examples
 from onerec.data.features import interaction_features
+from onerec.data.files import output_dir, read_json, read_parquet
 from onerec.data.ragged import Ragged
 from onerec.data.report import FilterReport
 from onerec.data.schema import IdMap, InteractionLog
-from onerec.exceptions import ConfigError, DataError, TooFewInteractionsError
+from onerec.exceptions import (
+    ConfigError,
+    MissingColumnError,
+    NotADatasetError,
+    TooFewInteractionsError,
+)
 
 
 @dataclass
@@ -78,8 +84,7 @@ class Split:
 
     def save(self, directory: str | Path) -> Path:
         """Training rows, examples, id maps and a summary in one directory."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = output_dir(directory)
         pq.write_table(self.train.to_arrow(), d / "train.parquet")
         self.valid.save(d / "valid.parquet")
         self.test.save(d / "test.parquet")
@@ -91,16 +96,17 @@ class Split:
     @classmethod
     def load(cls, directory: str | Path) -> "Split":
         d = Path(directory)
-        if not (d / "split.json").exists():
-            raise DataError(f"{d} is not a saved split (no split.json)")
-        summary = json.loads((d / "split.json").read_text())
-        users = IdMap(pq.read_table(d / "user_ids.parquet").column("id").to_numpy(zero_copy_only=False), "user")
-        items = IdMap(pq.read_table(d / "item_ids.parquet").column("id").to_numpy(zero_copy_only=False), "item")
-        train = InteractionLog.from_arrow(pq.read_table(d / "train.parquet"), users, items)
-        reports = [
-            FilterReport(**{k: v for k, v in r.items() if not k.endswith("_removed")})
-            for r in summary.pop("filters")
-        ]
+        if not (d / "split.json").is_file():
+            raise NotADatasetError("not a saved split (no split.json)", path=d,
+                                   hint="write it with Split.save or `onerec data split`.")  # fmt: skip
+        summary = read_json(d / "split.json")
+        hint = "the saved split is damaged: run `onerec data split` again."
+        users, items = (
+            IdMap.from_saved(_id_column(d / f"{kind}_ids.parquet", hint), kind, d / f"{kind}_ids.parquet")
+            for kind in ("user", "item")
+        )  # fmt: skip
+        train = InteractionLog.from_arrow(read_parquet(d / "train.parquet", hint=hint), users, items)
+        reports = [FilterReport.from_dict(r) for r in summary.pop("filters", [])]
         protocol = summary.pop("protocol")
         params = {
             k: v
@@ -108,6 +114,13 @@ class Split:
             if k not in ("train_interactions", "train_users", "valid_examples", "test_examples")
         }
         return cls(protocol, train, Examples.load(d / "valid.parquet"), Examples.load(d / "test.parquet"), params, reports)
+
+
+def _id_column(path: Path, hint: str) -> np.ndarray:
+    table = read_parquet(path, hint=hint)
+    if "id" not in table.column_names:
+        raise MissingColumnError(f"no 'id' column; it has {table.column_names}", path=path, hint=hint)
+    return table.column("id").to_numpy(zero_copy_only=False)
 
 
 def filter_min_interactions(
