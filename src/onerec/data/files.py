@@ -66,10 +66,28 @@ def encoding_error(
     )
 
 
+_BOMS = {b"\xff\xfe": "utf-16", b"\xfe\xff": "utf-16"}
+
+
+def check_bom(p: Path, encoding: str) -> None:
+    """A UTF-16 file read as UTF-8 parses as garbage (one column, odd bytes): name it instead."""
+    if codecs.lookup(encoding).name != "utf-8":
+        return
+    with p.open("rb") as f:
+        head = f.read(2)
+    if head in _BOMS:
+        raise FileEncodingError(
+            f"the file starts with a {_BOMS[head]} byte-order mark but is read as {encoding}",
+            path=p,
+            hint=f"pass the encoding (CLI: --encoding {_BOMS[head]}).",
+        )
+
+
 def text_lines(p: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) of a text file, with a byte-progress bar for files over
     50 MB. A UTF-8 byte-order mark is skipped; undecodable bytes raise
     :class:`FileEncodingError` naming the line."""
+    check_bom(p, encoding)
     size = p.stat().st_size
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     lineno = 0
@@ -86,6 +104,7 @@ def text_lines(p: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int,
 
 def read_text(p: Path, encoding: str = DEFAULT_ENCODING) -> str:
     """A whole text file, decoded (a UTF-8 byte-order mark is skipped)."""
+    check_bom(p, encoding)
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     try:
         return p.read_text(encoding=codec)

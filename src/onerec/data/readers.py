@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from onerec.data.files import (
     DEFAULT_ENCODING,
+    check_bom,
     check_encoding,
     check_file,
     encoding_error,
@@ -187,6 +188,7 @@ def read_json_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -
         _object_array(items),
         what="item id",
         path=p,
+        locate=lambda i: {},
         context=lambda i: f"user {users[i]!r}, position {positions[i]}: ",
     )
     return RawInteractions(
@@ -457,17 +459,20 @@ def read_table(
     columns: ColumnMapping = ColumnMapping(),
     *,
     encoding: str = DEFAULT_ENCODING,
+    format: Literal["csv", "parquet"] | None = None,
 ) -> RawInteractions:
-    """A CSV (header row, comma-separated, text in ``encoding``) or Parquet interaction file.
+    """A CSV (header row, comma-separated, text in ``encoding``) or Parquet interaction file
+    (``format``; by default by the file's suffix).
 
     CSV id columns are read as text, so no id passes through a float: hash ids beyond int64
     and ids beyond 64 bits keep every digit (see :func:`canonical_ids`)."""
     p = check_file(path)
     id_cols = [c for c in (columns.user, columns.item, columns.session) if c]
-    if p.suffix == ".parquet":
+    if (format or ("parquet" if p.suffix == ".parquet" else "csv")) == "parquet":
         table = read_parquet(p, hint="the file is truncated or not Parquet: write it again.")
         row_offset = 0  # rows are 0-based in Parquet
     else:
+        check_bom(p, encoding)
         try:
             table = pacsv.read_csv(
                 p,
@@ -755,7 +760,7 @@ def read_dataset(
         raw, item_table, user_table = read_atomic(prefix, encoding=encoding)
         tables += [item_table] if item_table is not None else []
     else:
-        raw = read_table(p, columns, encoding=encoding)
+        raw = read_table(p, columns, encoding=encoding, format=fmt)  # type: ignore[arg-type]
     for f in item_files:
         tables.append(_read_item_file(Path(f), encoding))
     return assemble(name or p.stem, raw, item_features=tables, user_features=user_table,

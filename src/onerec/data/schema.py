@@ -12,6 +12,7 @@ plain named float/int columns: the data layer does not assume which ones exist.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -79,8 +80,9 @@ def canonical_ids(
 
     def bad(i: int, why: str) -> InvalidIdError:
         where = locate(i) if locate is not None else {"row": i}
+        value = arr[i].item() if isinstance(arr[i], np.generic) else arr[i]
         return InvalidIdError(
-            f"{context(i) if context is not None else ''}{what} {arr[i]!r} {why}",
+            f"{context(i) if context is not None else ''}{what} {value!r} {why}",
             path=path,
             **where,
             hint="ids must be integers or non-empty strings; fix or remove the row.",
@@ -115,8 +117,12 @@ def canonical_ids(
             out.append(int(_float_ids(np.array([v], dtype=np.float64), lambda _, why: bad(i, why))[0]))
         elif v is None:
             raise bad(i, "is missing")
+        elif isinstance(v, Decimal) and v.is_finite() and v == v.to_integral_value():
+            out.append(int(v))  # a Parquet decimal(p, 0) column
         elif isinstance(v, bytes):
             raise bad(i, "is bytes, not text: read the file with its encoding")
+        elif isinstance(v, (list, tuple, dict, np.ndarray)):
+            raise bad(i, "is a list or record, which ids cannot be")
         else:
             raise bad(i, f"is a {type(v).__name__}, which ids cannot be")
     if all(isinstance(v, int) for v in out):

@@ -32,6 +32,7 @@ from onerec.data.report import FilterReport
 from onerec.data.schema import IdMap, InteractionLog
 from onerec.exceptions import (
     ConfigError,
+    EmptyDataError,
     MissingColumnError,
     NotADatasetError,
     TooFewInteractionsError,
@@ -181,6 +182,12 @@ def leave_one_out(
     if min_interactions < 3:
         raise ConfigError(f"leave-one-out needs min_interactions >= 3, got {min_interactions}")
     log, report = filter_min_interactions(log, min_interactions, on_short=on_short)
+    if len(log) == 0:
+        raise EmptyDataError(
+            f"no user has {min_interactions} interactions: nothing is left to split ({report})",
+            hint="lower min_interactions (CLI: --min-interactions, at least 3) or check the "
+            "filters before it.",
+        )
     features = tuple(features)
     log = log.sorted()
     seqs = Ragged.from_sorted_groups(log.user, log.item, log.num_users)
@@ -240,6 +247,9 @@ def temporal_split(
             raise ConfigError(f"{name} must be in (0, 1), got {frac}")
     if valid_fraction + test_fraction >= 1:
         raise ConfigError("valid_fraction + test_fraction must be < 1")
+    if len(log) == 0:
+        raise EmptyDataError("the log has no interactions to split",
+                             hint="check the filters before the split.")  # fmt: skip
     features = tuple(features)
     log = log.sorted()
     ts = log.timestamp
@@ -280,6 +290,11 @@ def temporal_split(
     valid = window(valid_start, test_start)
     test = window(test_start, np.inf)
     train = log.take(ts < valid_start)
+    if len(train) == 0:
+        raise EmptyDataError(
+            f"no interaction comes before the validation cut {valid_start:g}: nothing to train on",
+            hint="pass a later valid_start, or smaller valid_fraction and test_fraction.",
+        )
     return Split(
         "temporal",
         train,
