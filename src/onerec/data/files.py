@@ -125,7 +125,9 @@ def read_json(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Any:
         ) from None  # fmt: skip
 
 
-def read_parquet(path: str | Path, *, hint: str = "write the file again from its source.") -> pa.Table:
+def read_parquet(
+    path: str | Path, *, hint: str = "write the file again from its source."
+) -> pa.Table:
     """A Parquet file; a truncated or non-Parquet file raises :class:`CorruptFileError`."""
     p = check_file(path)
     try:

@@ -26,20 +26,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from onerec.data.files import (
     DEFAULT_ENCODING,
     check_bom,
     check_encoding,
     check_file,
-    encoding_error,
     read_json,
     read_parquet,
     text_lines,
@@ -60,7 +58,6 @@ from onerec.exceptions import (
     DuplicateRowsError,
     EmptyDataError,
     FileEncodingError,
-    InvalidIdError,
     InvalidTimestampError,
     MalformedLineError,
     MissingColumnError,
@@ -261,7 +258,9 @@ def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Tabl
 _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 
-def _read_atomic_file(path: Path, encoding: str = DEFAULT_ENCODING) -> tuple[dict[str, str], pa.Table]:
+def _read_atomic_file(
+    path: Path, encoding: str = DEFAULT_ENCODING
+) -> tuple[dict[str, str], pa.Table]:
     """One atomic file: typed header ``name:type`` (tab-separated), all columns typed."""
     p = check_file(path)
     header = next(text_lines(p, encoding))[1].rstrip("\r\n").split("\t")
@@ -788,7 +787,9 @@ def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
         raise EmptyDataError("the item table is empty", path=p)
     offset = 0 if p.suffix == ".parquet" else 2
     ids = canonical_ids(
-        table.column(0).to_numpy(zero_copy_only=False), what=f"item id column {table.column_names[0]!r}:",
-        path=p, locate=lambda i: {"row": i} if offset == 0 else {"line": i + offset},
-    )  # fmt: skip
+        table.column(0).to_numpy(zero_copy_only=False),
+        what=f"item id column {table.column_names[0]!r}:",
+        path=p,
+        locate=lambda i: {"row": i} if offset == 0 else {"line": i + offset},
+    )
     return table.drop_columns([table.column_names[0]]).add_column(0, "id", pa.array(ids))

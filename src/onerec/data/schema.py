@@ -114,7 +114,8 @@ def canonical_ids(
         elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
             out.append(int(v))
         elif isinstance(v, (float, np.floating)):
-            out.append(int(_float_ids(np.array([v], dtype=np.float64), lambda _, why: bad(i, why))[0]))
+            as_float = np.array([v], dtype=np.float64)
+            out.append(int(_float_ids(as_float, lambda _, why: bad(i, why))[0]))
         elif v is None:
             raise bad(i, "is missing")
         elif isinstance(v, Decimal) and v.is_finite() and v == v.to_integral_value():
@@ -169,7 +170,8 @@ def _float_ids(arr: np.ndarray, bad: Callable[[int, str], InvalidIdError]) -> np
 
 def _text_ids(text: pa.Array, bad: Callable[[int, str], InvalidIdError]) -> np.ndarray:
     if text.null_count:
-        raise bad(int(np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False))[0]), "is missing")
+        nulls = text.is_null().to_numpy(zero_copy_only=False)
+        raise bad(int(np.flatnonzero(nulls)[0]), "is missing")
     for mask, why in (
         (pc.equal(pc.utf8_length(text), 0), "is empty"),
         (pc.match_substring(text, "\x00"), "holds a NUL character"),
@@ -516,17 +518,24 @@ class Dataset:
                 hint="convert it again from the source files.",
             )
         hint = "the saved dataset is damaged: convert it again (or delete the cache folder)."
-        tables = {n: read_parquet(d / f"{n}.parquet", hint=hint) for n in ("items", "users", "interactions")}
-        for n, needed in (("items", ["id"]), ("users", ["id"]), ("interactions", ["user", "item", "timestamp"])):
-            missing = [c for c in needed if c not in tables[n].column_names]
+        needed = {"items": ["id"], "users": ["id"], "interactions": ["user", "item", "timestamp"]}
+        tables = {}
+        for n, columns in needed.items():
+            tables[n] = read_parquet(d / f"{n}.parquet", hint=hint)
+            missing = [c for c in columns if c not in tables[n].column_names]
             if missing:
-                raise MissingColumnError(f"missing column(s) {missing}; it has "
-                                         f"{tables[n].column_names}", path=d / f"{n}.parquet",
-                                         hint=hint)  # fmt: skip
+                raise MissingColumnError(
+                    f"missing column(s) {missing}; it has {tables[n].column_names}",
+                    path=d / f"{n}.parquet",
+                    hint=hint,
+                )
         items = FeatureTable(tables["items"], "item")
         users = FeatureTable(tables["users"], "user")
-        item_ids = IdMap.from_saved(tables["items"].column("id").to_numpy(zero_copy_only=False), "item", d / "items.parquet")
-        user_ids = IdMap.from_saved(tables["users"].column("id").to_numpy(zero_copy_only=False), "user", d / "users.parquet")
+        item_ids, user_ids = (
+            IdMap.from_saved(tables[f"{k}s"].column("id").to_numpy(zero_copy_only=False), k,
+                             d / f"{k}s.parquet")
+            for k in ("item", "user")
+        )  # fmt: skip
         log = InteractionLog.from_arrow(tables["interactions"], user_ids, item_ids)
         for col, ids in (("user", user_ids), ("item", item_ids)):
             idx = getattr(log, col)

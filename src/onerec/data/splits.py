@@ -98,15 +98,19 @@ class Split:
     def load(cls, directory: str | Path) -> "Split":
         d = Path(directory)
         if not (d / "split.json").is_file():
-            raise NotADatasetError("not a saved split (no split.json)", path=d,
-                                   hint="write it with Split.save or `onerec data split`.")  # fmt: skip
+            raise NotADatasetError(
+                "not a saved split (no split.json)",
+                path=d,
+                hint="write it with Split.save or `onerec data split`.",
+            )
         summary = read_json(d / "split.json")
         hint = "the saved split is damaged: run `onerec data split` again."
         users, items = (
-            IdMap.from_saved(_id_column(d / f"{kind}_ids.parquet", hint), kind, d / f"{kind}_ids.parquet")
-            for kind in ("user", "item")
-        )  # fmt: skip
-        train = InteractionLog.from_arrow(read_parquet(d / "train.parquet", hint=hint), users, items)
+            IdMap.from_saved(_id_column(d / f"{k}_ids.parquet", hint), k, d / f"{k}_ids.parquet")
+            for k in ("user", "item")
+        )
+        train_table = read_parquet(d / "train.parquet", hint=hint)
+        train = InteractionLog.from_arrow(train_table, users, items)
         reports = [FilterReport.from_dict(r) for r in summary.pop("filters", [])]
         protocol = summary.pop("protocol")
         params = {
@@ -120,7 +124,9 @@ class Split:
 def _id_column(path: Path, hint: str) -> np.ndarray:
     table = read_parquet(path, hint=hint)
     if "id" not in table.column_names:
-        raise MissingColumnError(f"no 'id' column; it has {table.column_names}", path=path, hint=hint)
+        raise MissingColumnError(
+            f"no 'id' column; it has {table.column_names}", path=path, hint=hint
+        )
     return table.column("id").to_numpy(zero_copy_only=False)
 
 
