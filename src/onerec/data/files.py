@@ -53,14 +53,12 @@ def check_file(path: str | Path) -> Path:
     return p
 
 
-def encoding_error(
-    p: Path, e: UnicodeDecodeError, encoding: str, line: int | None = None
-) -> FileEncodingError:
-    """The named error for bytes that do not decode in ``encoding``."""
+def encoding_error(p: Path, e: UnicodeDecodeError, encoding: str) -> FileEncodingError:
+    """The named error for bytes that do not decode in ``encoding``, naming their line."""
     return FileEncodingError(
         f"byte {e.object[e.start:e.start + 1]!r} is not valid {encoding} ({e.reason})",
         path=p,
-        line=line,
+        line=_undecodable_line(p, encoding),
         hint="pass the file's encoding (CLI: --encoding latin-1, cp1252, utf-16, ...) or "
         "re-save the file as UTF-8.",
     )
@@ -83,6 +81,20 @@ def check_bom(p: Path, encoding: str) -> None:
         )
 
 
+def _undecodable_line(p: Path, encoding: str) -> int:
+    """The 1-based line of the first byte that does not decode (a text file decodes ahead of
+    the line it yields, so the line being read when the error came is not it)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with p.open("rb") as f:
+        for chunk in f:
+            try:
+                line += decoder.decode(chunk).count("\n")
+            except UnicodeDecodeError:
+                break
+    return line
+
+
 def text_lines(p: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) of a text file, with a byte-progress bar for files over
     50 MB. A UTF-8 byte-order mark is skipped; undecodable bytes raise
@@ -90,7 +102,6 @@ def text_lines(p: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int,
     check_bom(p, encoding)
     size = p.stat().st_size
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    lineno = 0
     with p.open(encoding=codec) as f, tqdm(
         total=size, unit="B", unit_scale=True, desc=f"reading {p.name}", disable=size < 50e6
     ) as bar:
@@ -99,7 +110,7 @@ def text_lines(p: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[int,
                 bar.update(len(line))
                 yield lineno, line
         except UnicodeDecodeError as e:
-            raise encoding_error(p, e, encoding, lineno + 1) from None
+            raise encoding_error(p, e, encoding) from None
 
 
 def read_text(p: Path, encoding: str = DEFAULT_ENCODING) -> str:
@@ -109,8 +120,7 @@ def read_text(p: Path, encoding: str = DEFAULT_ENCODING) -> str:
     try:
         return p.read_text(encoding=codec)
     except UnicodeDecodeError as e:
-        line = e.object[: e.start].count(b"\n") + 1
-        raise encoding_error(p, e, encoding, line) from None
+        raise encoding_error(p, e, encoding) from None
 
 
 def read_json(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Any:

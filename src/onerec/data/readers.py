@@ -51,6 +51,7 @@ from onerec.data.schema import (
     _object_array,
     build_log,
     canonical_ids,
+    first_repeat,
 )
 from onerec.data.signals import SignalPolicy, apply_signal_policy
 from onerec.exceptions import (
@@ -624,12 +625,11 @@ def align_features(
     keys_log, keys_feat = ids.raw, raw
     if keys_log.dtype.kind != keys_feat.dtype.kind:
         keys_log, keys_feat = keys_log.astype(str), keys_feat.astype(str)
-    uniq, first, counts = np.unique(keys_feat, return_index=True, return_counts=True)
-    if len(uniq) != len(keys_feat):
-        dup = int(np.flatnonzero(counts > 1)[0])
+    repeat = first_repeat(keys_feat)
+    if repeat is not None:
         raise DataError(
-            f"the {kind} table lists {len(keys_feat) - len(uniq)} ids twice; the first is "
-            f"{uniq[dup].item()!r} at row {int(first[dup])}",
+            f"the {kind} table lists {kind} {repeat[0]!r} {repeat[2]} times (first at row "
+            f"{repeat[1]})",
             path=source,
             hint=f"give each {kind} one row.",
         )
@@ -792,4 +792,5 @@ def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
         path=p,
         locate=lambda i: {"row": i} if offset == 0 else {"line": i + offset},
     )
+    align_features(pa.table({"id": ids}), IdMap(ids[:0], "item"), "item", p)  # repeats named
     return table.drop_columns([table.column_names[0]]).add_column(0, "id", pa.array(ids))

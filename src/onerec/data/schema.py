@@ -131,6 +131,16 @@ def canonical_ids(
     return _text_ids(pa.array([str(v) for v in out], pa.string()), bad)
 
 
+def first_repeat(ids: np.ndarray) -> tuple[Any, int, int] | None:
+    """The smallest id that occurs more than once, the row it first occurs at and how often
+    it occurs; None when every id is unique."""
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if len(uniq) == len(ids):
+        return None
+    dup = int(np.flatnonzero(counts > 1)[0])
+    return uniq[dup].item(), int(first[dup]), int(counts[dup])
+
+
 def _object_array(values: Iterable[Any]) -> np.ndarray:
     """An object array of the values as they are (``np.asarray`` would cut trailing NULs off
     strings and round Python ints beyond 64 bits to floats)."""
@@ -217,12 +227,11 @@ class IdMap:
         """The map of a saved id column (row i = the raw id of index i); an id listed twice
         raises :class:`IdCollisionError`, since two indices would then share one raw id."""
         raw = canonical_ids(values, what=f"{kind} id", path=path)
-        uniq, first, counts = np.unique(raw, return_index=True, return_counts=True)
-        if len(uniq) != len(raw):
-            dup = int(np.flatnonzero(counts > 1)[0])
+        repeat = first_repeat(raw)
+        if repeat is not None:
             raise IdCollisionError(
-                f"{kind} id {uniq[dup].item()!r} is listed {counts[dup]} times (first at row "
-                f"{int(first[dup])}); every index needs its own id",
+                f"{kind} id {repeat[0]!r} is listed {repeat[2]} times (first at row "
+                f"{repeat[1]}); every index needs its own id",
                 path=path,
                 hint="the file was edited or corrupted: write it again from the source data.",
             )
