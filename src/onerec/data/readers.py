@@ -51,7 +51,6 @@ from onerec.data.schema import (
     _object_array,
     build_log,
     canonical_ids,
-    first_repeat,
 )
 from onerec.data.signals import SignalPolicy, apply_signal_policy
 from onerec.exceptions import (
@@ -619,20 +618,12 @@ def align_features(
     features (both are reported in the dataset's meta, nothing disappears silently)."""
     if features is None:
         return FeatureTable.from_ids(ids), {}
-    raw = canonical_ids(
-        features.column("id").to_numpy(zero_copy_only=False), what=f"{kind} id", path=source
-    )
-    keys_log, keys_feat = ids.raw, raw
+    # a feature row per id: an id listed twice raises IdCollisionError
+    keys_feat = IdMap.from_saved(features.column("id").to_numpy(zero_copy_only=False), kind,
+                                 source).raw  # fmt: skip
+    keys_log = ids.raw
     if keys_log.dtype.kind != keys_feat.dtype.kind:
         keys_log, keys_feat = keys_log.astype(str), keys_feat.astype(str)
-    repeat = first_repeat(keys_feat)
-    if repeat is not None:
-        raise DataError(
-            f"the {kind} table lists {kind} {repeat[0]!r} {repeat[2]} times (first at row "
-            f"{repeat[1]})",
-            path=source,
-            hint=f"give each {kind} one row.",
-        )
     pos = pc.index_in(pa.array(keys_log), value_set=pa.array(keys_feat))
     has = pos.is_valid().to_numpy(zero_copy_only=False)
     aligned = features.drop_columns(["id"]).take(pc.fill_null(pos, 0))
@@ -792,5 +783,5 @@ def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
         path=p,
         locate=lambda i: {"row": i} if offset == 0 else {"line": i + offset},
     )
-    align_features(pa.table({"id": ids}), IdMap(ids[:0], "item"), "item", p)  # repeats named
+    IdMap.from_saved(ids, "item", p)  # an item listed twice is named here, with the file
     return table.drop_columns([table.column_names[0]]).add_column(0, "id", pa.array(ids))

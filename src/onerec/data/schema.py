@@ -223,9 +223,9 @@ class IdMap:
         return cls(raw, kind), inverse.astype(np.int64).reshape(-1)
 
     @classmethod
-    def from_saved(cls, values: np.ndarray, kind: str, path: str | Path) -> "IdMap":
-        """The map of a saved id column (row i = the raw id of index i); an id listed twice
-        raises :class:`IdCollisionError`, since two indices would then share one raw id."""
+    def from_saved(cls, values: np.ndarray, kind: str, path: str | Path | None) -> "IdMap":
+        """The map of an id column with one row per index (a saved map, a feature table); an
+        id listed twice raises :class:`IdCollisionError`, since two rows would share one id."""
         raw = canonical_ids(values, what=f"{kind} id", path=path)
         repeat = first_repeat(raw)
         if repeat is not None:
@@ -233,7 +233,8 @@ class IdMap:
                 f"{kind} id {repeat[0]!r} is listed {repeat[2]} times (first at row "
                 f"{repeat[1]}); every index needs its own id",
                 path=path,
-                hint="the file was edited or corrupted: write it again from the source data.",
+                hint="list each id once (a saved file that repeats ids was edited or damaged: "
+                "write it again).",
             )
         return cls(raw, kind)
 
