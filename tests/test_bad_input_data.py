@@ -134,6 +134,10 @@ CONVERT_CASES = {
                           ["j.json", "position 0"]),
     "atomic-untyped-header": (lambda d: write(d / "a.inter", "user_id\titem_id\n1\t2\n"),
                               "MalformedLineError", ["a.inter", "line 1"]),
+    "atomic-empty-item-token": (lambda d: write(d / "a.inter", "user_id:token\titem_id:token\n"
+                                "1\t2\n1\t\n"), "InvalidIdError", ["a.inter", "line 3", "empty"]),
+    "sequences-nul-in-id": (lambda d: write(d / "s.txt", "u1 a\x00 b\n"), "InvalidIdError",
+                            ["s.txt", "NUL"]),
     "atomic-no-item-column": (lambda d: write(d / "a.inter", "user_id:token\tx:token\n1\t2\n"),
                               "MissingColumnError", ["a.inter", "item_id"]),
     "atomic-text-in-float-column": (lambda d: write(d / "a.inter",
@@ -278,7 +282,13 @@ def _item_file_listing_an_item_twice(d: Path) -> None:
     read_dataset(good_csv(d), item_files=[items])
 
 
+def _item_file_not_utf8(d: Path) -> None:
+    items = write(d / "items.csv", "item_id,title\n1,caf\xe9\n".encode("latin-1"))
+    read_dataset(good_csv(d), item_files=[items])
+
+
 API_CASES = {
+    "item-file-not-utf8": (_item_file_not_utf8, "FileEncodingError", ["items.csv"]),
     "signal-column-of-text": (_string_signal, "MalformedLineError", ["s.csv", "label"]),
     "split-folder-without-split-json": (_split_without_json, "NotADatasetError", ["split.json"]),
     "split-with-truncated-train": (_split_with_truncated_train, "CorruptFileError",

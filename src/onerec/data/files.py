@@ -26,6 +26,10 @@ from onerec.exceptions import (
 )
 
 DEFAULT_ENCODING = "utf-8"
+ENCODING_HINT = (
+    "pass the file's encoding (CLI: --encoding latin-1, cp1252, utf-16, ...) or re-save the "
+    "file as UTF-8."
+)
 
 
 def check_encoding(encoding: str) -> str:
@@ -59,8 +63,7 @@ def encoding_error(p: Path, e: UnicodeDecodeError, encoding: str) -> FileEncodin
         f"byte {e.object[e.start:e.start + 1]!r} is not valid {encoding} ({e.reason})",
         path=p,
         line=_undecodable_line(p, encoding),
-        hint="pass the file's encoding (CLI: --encoding latin-1, cp1252, utf-16, ...) or "
-        "re-save the file as UTF-8.",
+        hint=ENCODING_HINT,
     )
 
 

@@ -35,6 +35,7 @@ import pyarrow.csv as pacsv
 
 from onerec.data.files import (
     DEFAULT_ENCODING,
+    ENCODING_HINT,
     check_bom,
     check_encoding,
     check_file,
@@ -117,7 +118,8 @@ def read_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> Raw
     if not users:
         raise EmptyDataError("no sequences found (only blank lines)", path=p)
     return RawInteractions(
-        np.array(users), np.array(items), np.array(positions, dtype=np.int64), source=str(p)
+        _object_array(users), _object_array(items), np.array(positions, dtype=np.int64),
+        source=str(p),
     )
 
 
@@ -149,7 +151,7 @@ def read_pairs(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInte
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(u)]))
     pos = np.empty(len(u), dtype=np.int64)
     pos[order] = np.arange(len(u)) - run_start
-    return RawInteractions(u, np.array(items), pos, source=str(p))
+    return RawInteractions(u, _object_array(items), pos, source=str(p))
 
 
 def _require_dict(data: Any, p: Path, what: str) -> dict:
@@ -322,8 +324,7 @@ def _csv_error(p: Path, e: pa.ArrowInvalid, encoding: str) -> DataError:
         return FileEncodingError(
             f"the text is not valid {encoding} ({text.splitlines()[0]})",
             path=p,
-            hint="pass the file's encoding (CLI: --encoding latin-1, cp1252, utf-16, ...) or "
-            "re-save the file as UTF-8.",
+            hint=ENCODING_HINT,
         )
     return MalformedLineError(f"cannot parse: {text.splitlines()[0]}", path=p,
                               hint="every row needs the header's number of fields.")  # fmt: skip
@@ -471,17 +472,7 @@ def read_table(
         table = read_parquet(p, hint="the file is truncated or not Parquet: write it again.")
         row_offset = 0  # rows are 0-based in Parquet
     else:
-        check_bom(p, encoding)
-        try:
-            table = pacsv.read_csv(
-                p,
-                read_options=pacsv.ReadOptions(encoding=encoding),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in id_cols}
-                ),
-            )
-        except pa.ArrowInvalid as e:
-            raise _csv_error(p, e, encoding) from None
+        table = _read_csv(p, encoding, id_cols)
         row_offset = 2  # the header is line 1: data row r is line r + 2
     if table.num_rows == 0:
         raise EmptyDataError("the table has no rows", path=p)
@@ -538,6 +529,28 @@ def read_table(
         source=str(p),
         line_offset=row_offset or None,
     )
+
+
+def _read_csv(p: Path, encoding: str, id_columns: list[str]) -> pa.Table:
+    """A CSV file with a header; ``id_columns`` are read as text (never through a float), and
+    text that is not valid in ``encoding`` raises :class:`FileEncodingError`."""
+    check_bom(p, encoding)
+    try:
+        table = pacsv.read_csv(
+            p,
+            read_options=pacsv.ReadOptions(encoding=encoding),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in id_columns}),
+        )
+    except pa.ArrowInvalid as e:
+        raise _csv_error(p, e, encoding) from None
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if binary:  # Arrow reads undecodable text as bytes instead of failing
+        raise FileEncodingError(
+            f"column {binary[0]!r} holds text that is not valid {encoding}",
+            path=p,
+            hint=ENCODING_HINT,
+        )
+    return table
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
@@ -665,6 +678,7 @@ def assemble(
         signals=raw.signals,
         sessions=raw.sessions,
         path=raw.source or None,
+        line_offset=raw.line_offset,
     )
     reports: list[FilterReport] = []
     if log.signals:
@@ -766,14 +780,7 @@ def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
         table = read_parquet(p)
     else:
         first_column = next(text_lines(check_file(p), encoding))[1].split(",")[0].strip().strip('"')
-        try:
-            table = pacsv.read_csv(
-                p,
-                read_options=pacsv.ReadOptions(encoding=encoding),
-                convert_options=pacsv.ConvertOptions(column_types={first_column: pa.string()}),
-            )
-        except pa.ArrowInvalid as e:
-            raise _csv_error(p, e, encoding) from None
+        table = _read_csv(p, encoding, [first_column])
     if table.num_columns == 0 or table.num_rows == 0:
         raise EmptyDataError("the item table is empty", path=p)
     offset = 0 if p.suffix == ".parquet" else 2

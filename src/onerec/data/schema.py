@@ -215,10 +215,18 @@ class IdMap:
 
     @classmethod
     def from_values(
-        cls, values: np.ndarray, kind: str = "item", *, path: str | Path | None = None
+        cls,
+        values: np.ndarray,
+        kind: str = "item",
+        *,
+        path: str | Path | None = None,
+        line_offset: int | None = None,
     ) -> tuple["IdMap", np.ndarray]:
-        """Build the map from raw ids as they occur; also return each value's index."""
-        ids = canonical_ids(values, what=f"{kind} id", path=path)
+        """Build the map from raw ids as they occur; also return each value's index. An id
+        that cannot be kept exactly raises :class:`InvalidIdError` naming row i (or line
+        ``i + line_offset`` of a text table)."""
+        locate = None if line_offset is None else (lambda i: {"line": i + line_offset})
+        ids = canonical_ids(values, what=f"{kind} id", path=path, locate=locate)
         raw, inverse = np.unique(ids, return_inverse=True)
         return cls(raw, kind), inverse.astype(np.int64).reshape(-1)
 
@@ -585,15 +593,17 @@ def build_log(
     user_map: IdMap | None = None,
     item_map: IdMap | None = None,
     path: str | Path | None = None,
+    line_offset: int | None = None,
 ) -> InteractionLog:
     """An InteractionLog from raw-id columns: builds the id maps, or looks ids up in given maps
-    (raising UnknownItemError / UnknownUserError for ids the maps do not hold)."""
+    (raising UnknownItemError / UnknownUserError for ids the maps do not hold). ``path`` and
+    ``line_offset`` (row i is line ``i + line_offset``) locate invalid ids in messages."""
     if user_map is None:
-        user_map, u = IdMap.from_values(users, "user", path=path)
+        user_map, u = IdMap.from_values(users, "user", path=path, line_offset=line_offset)
     else:
         u = user_map.index(users, path=path)
     if item_map is None:
-        item_map, i = IdMap.from_values(items, "item", path=path)
+        item_map, i = IdMap.from_values(items, "item", path=path, line_offset=line_offset)
     else:
         i = item_map.index(items, path=path)
     sess = None
