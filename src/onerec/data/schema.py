@@ -2,7 +2,9 @@
 
 Everything is columnar. Users and items are referred to by contiguous indices ``0..n-1``; the
 raw ids of the source files live in an :class:`IdMap` saved beside the data, so every index can
-be traced back to the file it came from.
+be traced back to the file it came from. Raw ids are kept exactly (:func:`canonical_ids`):
+uint64 hash ids stay uint64, ids beyond 64 bits stay decimal text, and no two distinct ids of a
+file ever share an index.
 
 An interaction log is rows of (user, item, timestamp) plus any number of optional feedback
 signals (watch_time, duration, like, follow, rating, ...) and an optional session id. Signals are
@@ -188,27 +190,30 @@ def _text_ids(text: pa.Array, bad: Callable[[int, str], InvalidIdError]) -> np.n
     ):
         if pc.any(mask).as_py():
             raise bad(int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0]), why)
-    as_written = text.to_numpy(zero_copy_only=False).astype(str)
+    def as_written() -> np.ndarray:
+        return text.to_numpy(zero_copy_only=False).astype(str)
+
     if pc.all(pc.match_substring_regex(text, _INT_TEXT)).as_py():
         digits = text
     elif pc.all(pc.match_substring_regex(text, _INTEGRAL_FLOAT_TEXT)).as_py():
         digits = pc.replace_substring_regex(text, r"\.0+$", "")
     else:
-        return as_written
+        return as_written()
     for typ in (pa.int64(), pa.uint64()):
         try:
             ints = pc.cast(digits, typ).to_numpy()
         except (pa.ArrowInvalid, OverflowError):
             continue
         if digits is not text and len(np.unique(ints)) != len(pc.unique(text)):
-            return as_written  # "1.0" and "1.00": two spellings, kept apart as text
+            return as_written()  # "1.0" and "1.00": two spellings, kept apart as text
         return ints.astype(np.int64) if typ == pa.int64() else ints
-    return as_written  # beyond 64 bits: the decimal text is the exact id
+    return as_written()  # beyond 64 bits: the decimal text is the exact id
 
 
 @dataclass(frozen=True)
 class IdMap:
-    """A bijection between raw ids (int64 or str, sorted) and indices ``0..len-1``."""
+    """A bijection between raw ids (int64, uint64 or str, as :func:`canonical_ids` gives them;
+    sorted when built from values) and indices ``0..len-1``."""
 
     raw: np.ndarray
     kind: str = "item"  # "item" or "user": used in error messages
