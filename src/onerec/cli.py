@@ -26,7 +26,6 @@ def _load(source: str, args: argparse.Namespace):
     """A registered dataset name, a saved dataset folder, or an interaction file."""
     from onerec.data.readers import ColumnMapping, read_dataset
     from onerec.data.registry import REGISTRY, load_dataset
-
     from onerec.exceptions import DatasetNotFoundError
 
     path = Path(source)

@@ -15,7 +15,7 @@ import numpy as np
 
 from onerec.data.report import FilterReport
 from onerec.data.schema import InteractionLog
-from onerec.data.signals import SignalPolicy, apply_signal_policy
+from onerec.data.signals import check_signals
 from onerec.exceptions import ConfigError
 
 
@@ -93,7 +93,7 @@ class SessionQualityFilter:
             )
         # NaN or inf would make a session's watch time unknowable: stop rather than guess
         read = [self.watch_signal] + (present if self.require_positive else [])
-        apply_signal_policy(log, SignalPolicy("error"), names=read)
+        check_signals(log, read)
         n_sessions = int(log.session.max(initial=-1)) + 1
         watch = log.signals[self.watch_signal].astype(np.float64)
         watched = np.bincount(

@@ -79,6 +79,27 @@ def apply_signal_policy(
     """The log with the policy applied to the signals ``names`` (default: all), and a report
     of the rows removed (none under ``error``, which raises instead). ``line_offset``: row i
     of the log is line ``i + line_offset`` of ``source`` (a text table), else row i."""
+    bad, counts = _invalid_rows(log, policy, names, source, line_offset)
+    out = log.take(~bad) if bad.any() else log
+    detail = "; ".join(counts) if counts else "no NaN, infinite or negative values"
+    return out, FilterReport.between("invalid signals", log, out, detail)
+
+
+def check_signals(log: InteractionLog, names: Iterable[str]) -> None:
+    """Raise :class:`InvalidSignalError` when a signal of ``names`` holds an invalid value
+    (for steps that read signals, such as the session filter, and must not guess)."""
+    _invalid_rows(log, SignalPolicy("error"), names, None, None)
+
+
+def _invalid_rows(
+    log: InteractionLog,
+    policy: SignalPolicy,
+    names: Iterable[str] | None,
+    source: str | Path | None,
+    line_offset: int | None,
+) -> tuple[np.ndarray, list[str]]:
+    """The rows with an invalid value in any signal of ``names`` and, per signal, the counts
+    by kind; under ``error`` the first such row raises instead."""
     names = list(log.signals) if names is None else list(names)
     bad = np.zeros(len(log), dtype=bool)
     counts: list[str] = []
@@ -103,6 +124,4 @@ def apply_signal_policy(
             )
         counts.append(f"{name}: {kinds}")
         bad |= rows
-    out = log.take(~bad) if bad.any() else log
-    detail = "; ".join(counts) if counts else "no NaN, infinite or negative values"
-    return out, FilterReport.between("invalid signals", log, out, detail)
+    return bad, counts
