@@ -355,3 +355,22 @@ def test_duplicate_rows_are_counted_and_printed(tmp_path, capsys, command):
     argv = ["data", command, str(source)] + ([] if command == "info" else ["--out", str(tmp_path / "o")])
     assert main(argv) == 0
     assert "duplicates: removed 2 of 17 rows, 0 of 3 users, 0 of" in capsys.readouterr().out
+
+
+def test_signals_named_signed_may_be_negative_but_not_infinite(tmp_path):
+    source = write(tmp_path / "r.csv", f"{HEADER},rating\nu,1,1,-2\nu,2,2,1.5\n")
+    with pytest.raises(E.DataError, match="rating"):
+        cli(_argv("convert", source, tmp_path / "a"))
+    assert main(_argv("convert", source, tmp_path / "b", "--signed-signals", "rating")) == 0
+    assert Dataset.load(tmp_path / "b").log.signals["rating"].tolist() == [-2.0, 1.5]
+    write(source, f"{HEADER},rating\nu,1,1,-2\nu,2,2,-inf\n")
+    with pytest.raises(E.DataError, match="1 inf"):
+        cli(_argv("convert", source, tmp_path / "c", "--signed-signals", "rating"))
+
+
+def test_info_as_json_keeps_stdout_json_and_reports_on_stderr(tmp_path, capsys):
+    source = good_csv(tmp_path, "d.csv", "u1,1,0\n")
+    assert main(["data", "info", str(source), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["filters"][-1]["rows_removed"] == 1
+    assert "duplicates: removed 1 of 16 rows" in captured.err

@@ -23,9 +23,17 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _load(source: str, args: argparse.Namespace):
-    """A registered dataset name, a saved dataset folder, or an interaction file."""
+    """A registered dataset name, a saved dataset folder, or an interaction file; prints what
+    reading removed (to stderr under --json, so stdout stays JSON)."""
+    ds = _read_source(source, args)
+    _print_reading_reports(ds, sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return ds
+
+
+def _read_source(source: str, args: argparse.Namespace):
     from onerec.data.readers import ColumnMapping, read_dataset
     from onerec.data.registry import REGISTRY, load_dataset
+    from onerec.data.signals import SignalPolicy
     from onerec.exceptions import DatasetNotFoundError
 
     path = Path(source)
@@ -36,6 +44,7 @@ def _load(source: str, args: argparse.Namespace):
             f"{source!r} is neither a registered dataset ({', '.join(sorted(REGISTRY))}), a "
             "saved dataset folder, nor a file"
         )
+    signed = tuple(args.signed_signals.split(",")) if args.signed_signals else ()
     columns = ColumnMapping(
         user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col
     )
@@ -45,7 +54,7 @@ def _load(source: str, args: argparse.Namespace):
         columns=columns,
         item_files=args.item_file or (),
         duplicates=args.duplicates,
-        invalid_signals=args.invalid_signals,
+        invalid_signals=SignalPolicy(args.invalid_signals, signed),
         encoding=args.encoding,
     )
 
@@ -68,16 +77,18 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     g.add_argument("--invalid-signals", default="error", choices=["error", "drop"],
                    help="rows with NaN, infinite or negative signal values: stop with an error "
                    "naming the first (default) or drop and count them")
+    g.add_argument("--signed-signals", default=None,
+                   help="comma-separated signals that may be negative (a centred rating, ...)")
     g.add_argument("--encoding", default="utf-8",
                    help="text encoding of the input files (latin-1, cp1252, utf-16, ...)")
 
 
-def _print_reading_reports(ds) -> None:
+def _print_reading_reports(ds, file) -> None:
     """What reading removed (invalid signal values, duplicate rows), one line per step."""
     from onerec.data.report import FilterReport
 
     for r in ds.meta.get("filters", []):
-        print(FilterReport.from_dict(r))
+        print(FilterReport.from_dict(r), file=file)
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -88,7 +99,6 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         return 0
     print(f"{summary['name']}: {summary['users']:,} users, {summary['items']:,} items, "
           f"{summary['interactions']:,} interactions (density {summary['density']:.5f})")
-    _print_reading_reports(ds)
     for key, value in summary.items():
         if key not in ("name", "users", "items", "interactions", "density", "filters"):
             print(f"  {key}: {value}")
@@ -97,7 +107,6 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     ds = _load(args.source, args)
-    _print_reading_reports(ds)
     out = ds.save(args.out)
     print(f"wrote {ds.name} ({ds.num_users:,} users, {ds.num_items:,} items, "
           f"{len(ds.log):,} interactions) to {out}")
@@ -109,7 +118,6 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     from onerec.data.splits import leave_one_out, temporal_split
 
     ds = _load(args.source, args)
-    _print_reading_reports(ds)
     log = ds.log
     reports = []
     if args.session_gap is not None:
