@@ -122,6 +122,13 @@ CONVERT_CASES = {
     "sequences-user-twice": (lambda d: write(d / "s.txt", "u1 a b\nu1 c\n"), "MalformedLineError",
                              ["s.txt", "line 2", "line 1"]),
     "sequences-blank-only": (lambda d: write(d / "s.txt", "\n\n"), "EmptyDataError", ["s.txt"]),
+    "json-user-listed-twice": (lambda d: write(d / "j.json", '{"u1": [1, 2],\n "u1": [3]}'),
+                               "MalformedLineError", ["j.json", "line 2", "'u1'"]),
+    "csv-column-named-twice": (lambda d: write(d / "c.csv", "user_id,item_id,item_id,timestamp\n"
+                               "1,2,3,4\n"), "MalformedLineError", ["c.csv", "'item_id'"]),
+    "atomic-column-named-twice": (lambda d: write(d / "a.inter", "user_id:token\titem_id:token\t"
+                                  "item_id:token\n1\t2\t3\n"), "MalformedLineError",
+                                  ["a.inter", "line 1", "'item_id'"]),
     "json-truncated": (lambda d: write(d / "j.json", '{"u1": [1, 2'), "MalformedLineError",
                        ["j.json", "line 1"]),
     "json-top-level-list": (lambda d: write(d / "j.json", "[1, 2]"), "DataError",

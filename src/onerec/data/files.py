@@ -126,11 +126,36 @@ def read_text(p: Path, encoding: str = DEFAULT_ENCODING) -> str:
         raise encoding_error(p, e, encoding) from None
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def read_json(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Any:
-    """A JSON file; invalid JSON raises :class:`MalformedLineError` naming the line."""
+    """A JSON file; invalid JSON raises :class:`MalformedLineError` naming the line, and so does
+    a key repeated within one object (JSON parsers keep the last and lose the rest silently)."""
     p = check_file(path)
+    text = read_text(p, encoding)
     try:
-        return json.loads(read_text(p, encoding))
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as e:
+        key = json.dumps(e.key)
+        second = text.find(key, text.find(key) + 1)
+        raise MalformedLineError(
+            f"key {e.key!r} appears twice in one object; a reader would keep only the last",
+            path=p,
+            line=text.count("\n", 0, second) + 1 if second >= 0 else None,
+            hint="merge the two entries into one.",
+        ) from None
     except json.JSONDecodeError as e:
         raise MalformedLineError(
             f"invalid JSON: {e.msg}", path=p, line=e.lineno,

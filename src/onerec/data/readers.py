@@ -279,6 +279,7 @@ def _read_atomic_file(
             )
         names.append(name)
         types[name] = typ
+    _check_header(names, p)
     try:
         table = pacsv.read_csv(
             p,
@@ -477,6 +478,7 @@ def read_table(
     if table.num_rows == 0:
         raise EmptyDataError("the table has no rows", path=p)
     names = table.column_names
+    _check_header(names, p)
     wanted = [c for c in (columns.user, columns.item, columns.timestamp, columns.session) if c]
     if columns.signals:
         wanted += list(columns.signals)
@@ -551,6 +553,18 @@ def _read_csv(p: Path, encoding: str, id_columns: list[str]) -> pa.Table:
             hint=ENCODING_HINT,
         )
     return table
+
+
+def _check_header(names: list[str], p: Path) -> None:
+    """Two columns of one name make every lookup of that name ambiguous: name the column."""
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise MalformedLineError(
+            f"column {repeated!r} appears twice in the header {names}",
+            path=p,
+            line=1 if p.suffix != ".parquet" else None,
+            hint="rename one of the two columns.",
+        )
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
@@ -783,6 +797,7 @@ def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
         table = _read_csv(p, encoding, [first_column])
     if table.num_columns == 0 or table.num_rows == 0:
         raise EmptyDataError("the item table is empty", path=p)
+    _check_header(table.column_names, p)
     offset = 0 if p.suffix == ".parquet" else 2
     ids = canonical_ids(
         table.column(0).to_numpy(zero_copy_only=False),
