@@ -49,7 +49,7 @@ from onerec.data.schema import (
     FeatureTable,
     IdMap,
     InteractionLog,
-    _object_array,
+    as_object_array,
     build_log,
     canonical_ids,
 )
@@ -118,7 +118,7 @@ def read_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> Raw
     if not users:
         raise EmptyDataError("no sequences found (only blank lines)", path=p)
     return RawInteractions(
-        _object_array(users), _object_array(items), np.array(positions, dtype=np.int64),
+        as_object_array(users), as_object_array(items), np.array(positions, dtype=np.int64),
         source=str(p),
     )
 
@@ -143,7 +143,7 @@ def read_pairs(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInte
         items.append(tokens[1])
     if not users:
         raise EmptyDataError("no interactions found (only blank lines)", path=p)
-    u = canonical_ids(_object_array(users), what="user id", path=p)
+    u = canonical_ids(as_object_array(users), what="user id", path=p)
     # position within the user's lines is the timestamp
     order = np.argsort(u, kind="stable")
     sorted_u = u[order]
@@ -151,7 +151,7 @@ def read_pairs(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInte
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(u)]))
     pos = np.empty(len(u), dtype=np.int64)
     pos[order] = np.arange(len(u)) - run_start
-    return RawInteractions(u, _object_array(items), pos, source=str(p))
+    return RawInteractions(u, as_object_array(items), pos, source=str(p))
 
 
 def _require_dict(data: Any, p: Path, what: str) -> dict:
@@ -184,14 +184,14 @@ def read_json_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -
     if not items:
         raise EmptyDataError("no interactions found (every item list is empty)", path=p)
     item_ids = canonical_ids(
-        _object_array(items),
+        as_object_array(items),
         what="item id",
         path=p,
         locate=lambda i: {},
         context=lambda i: f"user {users[i]!r}, position {positions[i]}: ",
     )
     return RawInteractions(
-        _object_array(users), item_ids, np.array(positions, dtype=np.int64), source=str(p)
+        as_object_array(users), item_ids, np.array(positions, dtype=np.int64), source=str(p)
     )
 
 
@@ -217,7 +217,7 @@ def _items_table(data: Any, p: Path, fields: Iterable[str] | None = None) -> pa.
         for rec in data.values():
             seen.update(dict.fromkeys(rec))
         fields = list(seen)
-    cols: dict[str, Any] = {"id": canonical_ids(_object_array(keys), what="item id", path=p)}
+    cols: dict[str, Any] = {"id": canonical_ids(as_object_array(keys), what="item id", path=p)}
     for name in fields:
         values = [data[k].get(name) for k in keys]
         cols[name] = pa.array([None if v is None else _as_text(v) for v in values], pa.string())
@@ -248,10 +248,10 @@ def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Tabl
                 path=p,
             )
     values = [[str(a) for a in data[k]] for k in keys]
-    flat = canonical_ids(_object_array([a for v in values for a in v]), what="attribute", path=p)
+    flat = canonical_ids(as_object_array([a for v in values for a in v]), what="attribute", path=p)
     offsets = np.r_[0, np.cumsum([len(v) for v in values])].astype(np.int32)
     arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.table({"id": canonical_ids(_object_array(keys), what="item id", path=p), column: arr})
+    return pa.table({"id": canonical_ids(as_object_array(keys), what="item id", path=p), column: arr})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def canonical_ids(
     ``context`` (a position's description, e.g. "user 'u1', position 3: ").
     Applying the function twice gives the same array as applying it once.
     """
-    arr = values if isinstance(values, np.ndarray) else _object_array(values)
+    arr = values if isinstance(values, np.ndarray) else as_object_array(values)
     arr = arr.reshape(-1)
 
     def bad(i: int, why: str) -> InvalidIdError:
@@ -143,7 +143,7 @@ def first_repeat(ids: np.ndarray) -> tuple[Any, int, int] | None:
     return uniq[dup].item(), int(first[dup]), int(counts[dup])
 
 
-def _object_array(values: Iterable[Any]) -> np.ndarray:
+def as_object_array(values: Iterable[Any]) -> np.ndarray:
     """An object array of the values as they are (``np.asarray`` would cut trailing NULs off
     strings and round Python ints beyond 64 bits to floats)."""
     items = list(values)
