@@ -42,7 +42,6 @@ FORMAT_VERSION = 1
 
 _INT64_MAX = np.iinfo(np.int64).max
 _UINT64_MAX = np.iinfo(np.uint64).max
-_FLOAT_EXACT = 2**53  # above this a float64 no longer holds every integer
 _INT_TEXT = r"^(0|-?[1-9][0-9]*)$"  # one spelling per integer: no "+7", "007" or "-0"
 _INTEGRAL_FLOAT_TEXT = r"^(0|-?[1-9][0-9]*)\.0+$"  # "12.0", as pandas writes integer floats
 
@@ -67,9 +66,10 @@ def canonical_ids(
       name one number ("1.0", "1.00"); any other text stays text, exactly as written
       (so the text "1.5" is a string id);
     - typed floats (a Parquet double column, a JSON number) are ids only when they are
-      integers below 2**53: ``1.0`` becomes ``1``; ``1.5``, NaN, inf and values from 2**53 on
-      (where distinct integers share one float) raise :class:`InvalidIdError`, because such a
-      column has lost ids already and no reading can restore them.
+      integers below 2**53 (2**24 for float32): ``1.0`` becomes ``1``; ``1.5``, NaN, inf and
+      values from 2**53 on (where distinct integers share one float) raise
+      :class:`InvalidIdError`, because such a column has lost ids already and no reading can
+      restore them.
 
     Missing ids (None, NaN, ""), booleans, bytes, ids with a NUL character and values of other
     types raise :class:`InvalidIdError` naming the row (``locate`` maps a position to
@@ -162,6 +162,8 @@ def _int_ids(ints: list[int]) -> np.ndarray:
 
 
 def _float_ids(arr: np.ndarray, bad: Callable[[int, str], InvalidIdError]) -> np.ndarray:
+    exact_bits = np.finfo(arr.dtype).nmant + 1  # 53 for float64, 24 for float32
+    width = arr.dtype.itemsize * 8
     arr = arr.astype(np.float64)
     finite = np.isfinite(arr)
     if not finite.all():
@@ -170,12 +172,12 @@ def _float_ids(arr: np.ndarray, bad: Callable[[int, str], InvalidIdError]) -> np
     frac = arr != np.floor(arr)
     if frac.any():
         raise bad(int(np.flatnonzero(frac)[0]), "is a float with a fraction, not an integer id")
-    big = np.abs(arr) >= _FLOAT_EXACT
+    big = np.abs(arr) >= 2.0**exact_bits
     if big.any():
         raise bad(
             int(np.flatnonzero(big)[0]),
-            "is a float beyond 2**53, where distinct integer ids share one float; store ids "
-            "as integers or strings",
+            f"is a {width}-bit float from 2**{exact_bits} on, where distinct "
+            "integer ids share one float; store ids as integers or strings",
         )
     return arr.astype(np.int64)
 
@@ -190,6 +192,7 @@ def _text_ids(text: pa.Array, bad: Callable[[int, str], InvalidIdError]) -> np.n
     ):
         if pc.any(mask).as_py():
             raise bad(int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0]), why)
+
     def as_written() -> np.ndarray:
         return text.to_numpy(zero_copy_only=False).astype(str)
 
