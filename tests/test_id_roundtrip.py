@@ -383,3 +383,25 @@ def test_min_interactions_and_duplicates_count_exactly_what_they_drop(log, minim
     out, report = deduplicate(log, "drop")
     assert len(out) == int(first.sum())
     assert reported(report) == expected_counts(log, first)
+
+
+@pytest.mark.parametrize("kind", ["uint64", "beyond64", "text"])
+def test_a_fitted_tokenization_keeps_the_catalogs_raw_ids(tmp_path, kind):
+    """``save_tokenization`` of a real fit (plain k-means) and ``load_tokenization`` give back
+    the dataset's id map, value for value and in the dataset's order."""
+    from onerec.tokenizer.pipeline import TokenizeConfig, load_tokenization, save_tokenization
+    from onerec.tokenizer.pipeline import tokenize as fit_tokenizer
+
+    items = {"uint64": [2**64 - 1 - k for k in range(12)] + list(range(12)),
+             "beyond64": [10**25 + k for k in range(24)],
+             "text": [f"vidéo-{k}" for k in range(24)]}[kind]  # fmt: skip
+    users, seq, ts = interactions(items)
+    write_parquet(tmp_path / "log.parquet", users, seq, ts)
+    ds = read_dataset(tmp_path / "log.parquet")
+    x = np.random.default_rng(0).normal(size=(ds.num_items, 8)).astype(np.float32)
+    result = fit_tokenizer(x, TokenizeConfig(method="plain", levels=2, codebook_size=4, iters=5))
+    ids, sem = load_tokenization(save_tokenization(tmp_path / "tok", result, ds.log.items))
+    assert ids.raw.dtype == ds.log.items.raw.dtype
+    assert ids.raw.tolist() == ds.log.items.raw.tolist()
+    assert sorted(str(i) for i in ids.raw.tolist()) == sorted(str(i) for i in items)
+    assert torch.equal(sem.codes, result.semantic_ids.codes)
