@@ -57,6 +57,10 @@ def saved_dataset(d: Path) -> Path:
     return read_dataset(good_csv(d)).save(d / "saved")
 
 
+def _write_ids(path: Path, ids: list[int]) -> None:
+    pq.write_table(pa.table({"id": ids}), path)
+
+
 def damage(path: Path, how: Callable[[Path], None]) -> Path:
     how(path)
     return path.parent
@@ -69,7 +73,8 @@ CONVERT_CASES = {
     "csv-header-only": (lambda d: write(d / "h.csv", HEADER + "\n"), "EmptyDataError", ["h.csv"]),
     "csv-wrong-columns": (lambda d: write(d / "w.csv", "a,b\n1,2\n"), "MissingColumnError",
                           ["w.csv", "item_id"]),
-    "csv-not-utf8": (lambda d: write(d / "l.csv", f"{HEADER}\nJos\xe9,caf\xe9,1\n".encode("latin-1")),
+    "csv-not-utf8": (lambda d: write(d / "l.csv",
+                                     f"{HEADER}\nJos\xe9,caf\xe9,1\n".encode("latin-1")),
                      "FileEncodingError", ["l.csv", "--encoding"]),
     "csv-utf16-read-as-utf8": (lambda d: write(d / "u.csv", f"{HEADER}\nu,i,1\n".encode("utf-16")),
                                "FileEncodingError", ["u.csv", "utf-16"]),
@@ -164,10 +169,10 @@ CONVERT_CASES = {
                                    lambda p: p.write_text("{")), "MalformedLineError",
                                    ["meta.json"]),
     "saved-dataset-item-listed-twice": (lambda d: damage(saved_dataset(d) / "items.parquet",
-                                        lambda p: pq.write_table(pa.table({"id": [1, 1, 2, 3, 4, 5, 6]}), p)),
+                                        lambda p: _write_ids(p, [1, 1, 2, 3, 4, 5, 6])),
                                         "IdCollisionError", ["items.parquet", "row 0"]),
     "saved-dataset-index-out-of-range": (lambda d: damage(saved_dataset(d) / "items.parquet",
-                                         lambda p: pq.write_table(pa.table({"id": [1, 2]}), p)),
+                                         lambda p: _write_ids(p, [1, 2])),
                                          "CorruptFileError", ["interactions.parquet", "'item'"]),
 }
 
@@ -362,7 +367,8 @@ def test_dropping_invalid_signals_counts_and_prints_what_went(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["convert", "split", "info"])
 def test_duplicate_rows_are_counted_and_printed(tmp_path, capsys, command):
     source = good_csv(tmp_path, "d.csv", "u1,1,0\nu1,1,0\n")  # two repeats of u1's first row
-    argv = ["data", command, str(source)] + ([] if command == "info" else ["--out", str(tmp_path / "o")])
+    out = [] if command == "info" else ["--out", str(tmp_path / "o")]
+    argv = ["data", command, str(source), *out]
     assert main(argv) == 0
     assert "duplicates: removed 2 of 17 rows, 0 of 3 users, 0 of" in capsys.readouterr().out
 

@@ -199,7 +199,8 @@ def test_floats_that_are_integers_become_those_integers(tmp_path_factory, values
     users, seq, ts = interactions(values)
     d = tmp_path_factory.mktemp("fl")
     floats = pa.array([float(v) for v in seq], pa.float64())
-    pq.write_table(pa.table({"user_id": users, "item_id": floats, "timestamp": ts}), d / "f.parquet")
+    table = pa.table({"user_id": users, "item_id": floats, "timestamp": ts})
+    pq.write_table(table, d / "f.parquet")
     write_csv(d / "f.csv", users, [f"{v}.0" for v in seq], ts)  # how pandas writes them
     for name in ("f.parquet", "f.csv"):
         ds = read_dataset(d / name)

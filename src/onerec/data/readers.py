@@ -251,7 +251,8 @@ def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Tabl
     flat = canonical_ids(as_object_array([a for v in values for a in v]), what="attribute", path=p)
     offsets = np.r_[0, np.cumsum([len(v) for v in values])].astype(np.int32)
     arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.table({"id": canonical_ids(as_object_array(keys), what="item id", path=p), column: arr})
+    ids = canonical_ids(as_object_array(keys), what="item id", path=p)
+    return pa.table({"id": ids, column: arr})
 
 
 # ------------------------------------------------------------------------------------------------
