@@ -390,3 +390,12 @@ def test_info_as_json_keeps_stdout_json_and_reports_on_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["filters"][-1]["rows_removed"] == 1
     assert "duplicates: removed 1 of 16 rows" in captured.err
+
+
+def test_a_signal_column_left_out_is_not_judged(tmp_path):
+    source = write(tmp_path / "s.csv", f"{HEADER},watch_time,comment\nu,1,1,3,\nu,2,2,4,1\n")
+    with pytest.raises(E.DataError, match="'comment'"):
+        cli(_argv("convert", source, tmp_path / "a"))
+    assert main(_argv("convert", source, tmp_path / "b", "--signal-cols", "watch_time")) == 0
+    saved = Dataset.load(tmp_path / "b")
+    assert sorted(saved.log.signals) == ["watch_time"] and len(saved.log) == 2

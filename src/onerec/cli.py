@@ -45,9 +45,11 @@ def _read_source(source: str, args: argparse.Namespace):
             "saved dataset folder, nor a file"
         )
     signed = tuple(args.signed_signals.split(",")) if args.signed_signals else ()
+    signal_cols = {c: c for c in args.signal_cols.split(",")} if args.signal_cols else None
     columns = ColumnMapping(
-        user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col
-    )
+        user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col,
+        signals=signal_cols,
+    )  # fmt: skip
     return read_dataset(
         path,
         format=args.format,
@@ -72,6 +74,9 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     g.add_argument("--item-col", default="item_id")
     g.add_argument("--time-col", default="timestamp")
     g.add_argument("--session-col", default=None)
+    g.add_argument("--signal-cols", default=None,
+                   help="comma-separated signal columns of a CSV/Parquet file (default: every "
+                   "other numeric column)")
     g.add_argument("--item-file", action="append", help="item text/attribute file (repeatable)")
     g.add_argument("--duplicates", default="drop", choices=["drop", "error", "keep"])
     g.add_argument("--invalid-signals", default="error", choices=["error", "drop"],

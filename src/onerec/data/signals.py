@@ -118,9 +118,10 @@ def _invalid_rows(
                 f"{float(log.signals[name][i])!r} (user {user!r}, item {item!r})",
                 path=source,
                 **({"row": i} if line_offset is None else {"line": i + line_offset}),
-                hint="fix the values, or drop those rows and count them with "
-                "invalid_signals='drop' (CLI: --invalid-signals drop); a signal that may be "
-                "negative goes in signed=(...).",
+                hint="fix the values; or drop those rows and count them with "
+                "invalid_signals='drop' (CLI: --invalid-signals drop); or leave the column out "
+                "of the signals (ColumnMapping(signals=...), CLI: --signal-cols); a signal that "
+                "may be negative goes in SignalPolicy(signed=...) (CLI: --signed-signals).",
             )
         counts.append(f"{name}: {kinds}")
         bad |= rows
