@@ -271,6 +271,15 @@ def _split_with_truncated_train(d: Path) -> None:
     Split.load(out)
 
 
+def _split_with_examples_missing_a_column(d: Path) -> None:
+    from onerec.data import Split, leave_one_out
+
+    out = leave_one_out(read_dataset(good_csv(d)).log).save(d / "split")
+    test = out / "test.parquet"
+    pq.write_table(pq.read_table(test).drop_columns(["target"]), test)
+    Split.load(out)
+
+
 def _tokenization_with_repeated_item(d: Path) -> None:
     from onerec.tokenizer.pipeline import load_tokenization
 
@@ -308,6 +317,8 @@ API_CASES = {
     "split-folder-without-split-json": (_split_without_json, "NotADatasetError", ["split.json"]),
     "split-with-truncated-train": (_split_with_truncated_train, "CorruptFileError",
                                    ["train.parquet"]),
+    "split-with-examples-missing-a-column": (_split_with_examples_missing_a_column,
+                                             "MissingColumnError", ["test.parquet", "target"]),
     "tokenization-listing-an-item-twice": (_tokenization_with_repeated_item, "IdCollisionError",
                                            ["semantic_ids.parquet", "7"]),
     "session-filter-on-negative-watch-time": (_filter_on_negative_watch_time,
