@@ -280,6 +280,14 @@ def _split_with_examples_missing_a_column(d: Path) -> None:
     Split.load(out)
 
 
+def _split_with_fewer_item_ids_than_its_rows_use(d: Path) -> None:
+    from onerec.data import Split, leave_one_out
+
+    out = leave_one_out(read_dataset(good_csv(d)).log).save(d / "split")
+    _write_ids(out / "item_ids.parquet", [0, 1])
+    Split.load(out)
+
+
 def _tokenization_with_repeated_item(d: Path) -> None:
     from onerec.tokenizer.pipeline import load_tokenization
 
@@ -319,6 +327,9 @@ API_CASES = {
                                    ["train.parquet"]),
     "split-with-examples-missing-a-column": (_split_with_examples_missing_a_column,
                                              "MissingColumnError", ["test.parquet", "target"]),
+    "split-with-fewer-item-ids-than-its-rows-use": (
+        _split_with_fewer_item_ids_than_its_rows_use, "CorruptFileError",
+        ["train.parquet", "'item'", "[0, 2)"]),
     "tokenization-listing-an-item-twice": (_tokenization_with_repeated_item, "IdCollisionError",
                                            ["semantic_ids.parquet", "7"]),
     "session-filter-on-negative-watch-time": (_filter_on_negative_watch_time,

@@ -453,7 +453,24 @@ class InteractionLog:
         return pa.table(cols)
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, users: IdMap, items: IdMap) -> "InteractionLog":
+    def from_arrow(
+        cls, table: pa.Table, users: IdMap, items: IdMap, path: str | Path | None = None
+    ) -> "InteractionLog":
+        """The log :meth:`to_arrow` wrote; ``path`` (the file it came from) is named when a
+        column is missing or an index lies outside its id map (a damaged file)."""
+        hint = "the file is damaged: write it again."
+        missing = [c for c in ("user", "item", "timestamp") if c not in table.column_names]
+        if missing:
+            raise MissingColumnError(
+                f"missing column(s) {missing}; it has {table.column_names}", path=path, hint=hint
+            )
+        for name, ids in (("user", users), ("item", items)):
+            idx = table.column(name)
+            if len(idx) and (pc.min(idx).as_py() < 0 or pc.max(idx).as_py() >= len(ids)):
+                raise CorruptFileError(
+                    f"column {name!r} holds indices outside [0, {len(ids)})", path=path, hint=hint
+                )
+
         def col(name: str) -> np.ndarray:
             return table.column(name).to_numpy()
 
@@ -544,33 +561,15 @@ class Dataset:
                 hint="convert it again from the source files.",
             )
         hint = "the saved dataset is damaged: convert it again (or delete the cache folder)."
-        needed = {"items": ["id"], "users": ["id"], "interactions": ["user", "item", "timestamp"]}
-        tables = {}
-        for n, columns in needed.items():
-            tables[n] = read_parquet(d / f"{n}.parquet", hint=hint)
-            missing = [c for c in columns if c not in tables[n].column_names]
-            if missing:
-                raise MissingColumnError(
-                    f"missing column(s) {missing}; it has {tables[n].column_names}",
-                    path=d / f"{n}.parquet",
-                    hint=hint,
-                )
-        items = FeatureTable(tables["items"], "item")
-        users = FeatureTable(tables["users"], "user")
+        items = FeatureTable(read_parquet(d / "items.parquet", hint=hint), "item")
+        users = FeatureTable(read_parquet(d / "users.parquet", hint=hint), "user")
         item_ids, user_ids = (
-            IdMap.from_saved(tables[f"{k}s"].column("id").to_numpy(zero_copy_only=False), k,
-                             d / f"{k}s.parquet")
-            for k in ("item", "user")
+            IdMap.from_saved(table.table.column("id").to_numpy(zero_copy_only=False), table.kind,
+                             d / f"{table.kind}s.parquet")
+            for table in (items, users)
         )  # fmt: skip
-        log = InteractionLog.from_arrow(tables["interactions"], user_ids, item_ids)
-        for col, ids in (("user", user_ids), ("item", item_ids)):
-            idx = getattr(log, col)
-            if len(idx) and (idx.min() < 0 or idx.max() >= len(ids)):
-                raise CorruptFileError(
-                    f"column {col!r} holds indices outside [0, {len(ids)})",
-                    path=d / "interactions.parquet",
-                    hint=hint,
-                )
+        path = d / "interactions.parquet"
+        log = InteractionLog.from_arrow(read_parquet(path, hint=hint), user_ids, item_ids, path)
         name = meta.pop("name")
         meta.pop("format_version")
         return cls(name, log, items, users, meta)

@@ -32,6 +32,7 @@ from onerec.data.report import FilterReport
 from onerec.data.schema import IdMap, InteractionLog
 from onerec.exceptions import (
     ConfigError,
+    CorruptFileError,
     EmptyDataError,
     MissingColumnError,
     NotADatasetError,
@@ -104,13 +105,16 @@ class Split:
                 hint="write it with Split.save or `onerec data split`.",
             )
         summary = read_json(d / "split.json")
+        if not isinstance(summary, dict) or "protocol" not in summary:
+            raise CorruptFileError("expected a JSON object with a 'protocol'", path=d / "split.json",
+                                   hint="run `onerec data split` again.")  # fmt: skip
         hint = "the saved split is damaged: run `onerec data split` again."
         users, items = (
             IdMap.from_saved(_id_column(d / f"{k}_ids.parquet", hint), k, d / f"{k}_ids.parquet")
             for k in ("user", "item")
         )
-        train_table = read_parquet(d / "train.parquet", hint=hint)
-        train = InteractionLog.from_arrow(train_table, users, items)
+        path = d / "train.parquet"
+        train = InteractionLog.from_arrow(read_parquet(path, hint=hint), users, items, path)
         reports = [FilterReport.from_dict(r) for r in summary.pop("filters", [])]
         protocol = summary.pop("protocol")
         params = {
