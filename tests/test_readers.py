@@ -190,5 +190,5 @@ def test_unknown_format(tmp_path: Path) -> None:
 def test_assemble_rejects_duplicate_feature_ids(tmp_path: Path) -> None:
     raw = read_sequences(write(tmp_path, "s.txt", "1 2 3\n"))
     table = pa.table({"id": [2, 2], "title": ["a", "b"]})
-    with pytest.raises(DataError, match="lists 1 ids twice"):
+    with pytest.raises(DataError, match="item id 2 is listed 2 times"):
         assemble("x", raw, item_features=[table])

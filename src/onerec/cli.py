@@ -23,27 +23,41 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _load(source: str, args: argparse.Namespace):
-    """A registered dataset name, a saved dataset folder, or an interaction file."""
+    """A registered dataset name, a saved dataset folder, or an interaction file; prints what
+    reading removed (to stderr under --json, so stdout stays JSON)."""
+    ds = _read_source(source, args)
+    _print_reading_reports(ds, sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return ds
+
+
+def _read_source(source: str, args: argparse.Namespace):
     from onerec.data.readers import ColumnMapping, read_dataset
     from onerec.data.registry import REGISTRY, load_dataset
+    from onerec.data.signals import SignalPolicy
+    from onerec.exceptions import DatasetNotFoundError
 
     path = Path(source)
     if source.lower() in REGISTRY or (path / "meta.json").exists():
         return load_dataset(source, args.data_dir)
     if not path.exists():
-        raise OneRecError(
+        raise DatasetNotFoundError(
             f"{source!r} is neither a registered dataset ({', '.join(sorted(REGISTRY))}), a "
             "saved dataset folder, nor a file"
         )
+    signed = tuple(args.signed_signals.split(",")) if args.signed_signals else ()
+    signal_cols = {c: c for c in args.signal_cols.split(",")} if args.signal_cols else None
     columns = ColumnMapping(
-        user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col
-    )
+        user=args.user_col, item=args.item_col, timestamp=args.time_col, session=args.session_col,
+        signals=signal_cols,
+    )  # fmt: skip
     return read_dataset(
         path,
         format=args.format,
         columns=columns,
         item_files=args.item_file or (),
         duplicates=args.duplicates,
+        invalid_signals=SignalPolicy(args.invalid_signals, signed),
+        encoding=args.encoding,
     )
 
 
@@ -60,8 +74,26 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     g.add_argument("--item-col", default="item_id")
     g.add_argument("--time-col", default="timestamp")
     g.add_argument("--session-col", default=None)
+    g.add_argument("--signal-cols", default=None,
+                   help="comma-separated signal columns of a CSV/Parquet file (default: every "
+                   "other numeric column)")
     g.add_argument("--item-file", action="append", help="item text/attribute file (repeatable)")
     g.add_argument("--duplicates", default="drop", choices=["drop", "error", "keep"])
+    g.add_argument("--invalid-signals", default="error", choices=["error", "drop"],
+                   help="rows with NaN, infinite or negative signal values: stop with an error "
+                   "naming the first (default) or drop and count them")
+    g.add_argument("--signed-signals", default=None,
+                   help="comma-separated signals that may be negative (a centred rating, ...)")
+    g.add_argument("--encoding", default="utf-8",
+                   help="text encoding of the input files (latin-1, cp1252, utf-16, ...)")
+
+
+def _print_reading_reports(ds, file) -> None:
+    """What reading removed (invalid signal values, duplicate rows), one line per step."""
+    from onerec.data.report import FilterReport
+
+    for r in ds.meta.get("filters", []):
+        print(FilterReport.from_dict(r), file=file)
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -73,7 +105,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     print(f"{summary['name']}: {summary['users']:,} users, {summary['items']:,} items, "
           f"{summary['interactions']:,} interactions (density {summary['density']:.5f})")
     for key, value in summary.items():
-        if key not in ("name", "users", "items", "interactions", "density"):
+        if key not in ("name", "users", "items", "interactions", "density", "filters"):
             print(f"  {key}: {value}")
     return 0
 

@@ -87,6 +87,42 @@ class TooFewInteractionsError(DataError):
     """A user has fewer interactions than a split protocol needs and dropping was disabled."""
 
 
+# -- data integrity (issue 23): ids kept exact, signals checked, files read or named ----------
+class InvalidIdError(DataError):
+    """A user, item or session id cannot be kept exactly: it is missing (null, empty), a float
+    with a fraction or beyond 2**53 (where floats no longer hold every integer), a NUL
+    character, or a value of a type ids cannot have (a list, a boolean)."""
+
+
+class IdCollisionError(InvalidIdError):
+    """Two distinct raw ids would map to the same index (the map would merge two items)."""
+
+
+class InvalidSignalError(DataError):
+    """A signal column (watch time, like, ...) holds NaN, an infinite or a negative value and
+    the signal policy says ``error``."""
+
+
+class FileEncodingError(DataError):
+    """A text file cannot be decoded in the encoding it was read with."""
+
+
+class CorruptFileError(DataError):
+    """A binary file (Parquet) or a JSON file is truncated or is not what its name says."""
+
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A file the reader was pointed to does not exist."""
+
+
+class NotADatasetError(DataError):
+    """A folder is neither a saved onerec dataset or split nor a RecBole atomic-file folder."""
+
+
+class OutputPathError(DataError):
+    """An output location cannot be written as asked (for example it is an existing file)."""
+
+
 class DatasetNotFoundError(OneRecError, FileNotFoundError):
     """A registered dataset's files are not in the data directory."""
 

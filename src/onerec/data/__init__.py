@@ -7,6 +7,7 @@ from onerec.data.registry import REGISTRY, load_dataset
 from onerec.data.report import FilterReport
 from onerec.data.schema import Dataset, FeatureTable, IdMap, InteractionLog, build_log
 from onerec.data.sessions import SessionQualityFilter, assign_sessions
+from onerec.data.signals import SignalPolicy, apply_signal_policy
 from onerec.data.splits import Split, filter_min_interactions, leave_one_out, temporal_split
 from onerec.data.synthetic import SyntheticConfig, generate
 
@@ -21,8 +22,10 @@ __all__ = [
     "REGISTRY",
     "Ragged",
     "SessionQualityFilter",
+    "SignalPolicy",
     "Split",
     "SyntheticConfig",
+    "apply_signal_policy",
     "assign_sessions",
     "build_log",
     "filter_min_interactions",

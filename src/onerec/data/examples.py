@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from onerec.data.files import read_parquet
 from onerec.data.ragged import Ragged
+from onerec.exceptions import MissingColumnError
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,15 @@ class Examples:
 
     @classmethod
     def load(cls, path: str | Path) -> "Examples":
-        return cls.from_arrow(pq.read_table(path))
+        """Examples written by :meth:`save`; a damaged file raises a named :class:`DataError`."""
+        hint = "the file is damaged: write the examples (`onerec data split`) again."
+        table = read_parquet(path, hint=hint)
+        missing = [c for c in ("user", "history", "target", "seen") if c not in table.column_names]
+        if missing:
+            raise MissingColumnError(
+                f"missing column(s) {missing}; it has {table.column_names}", path=path, hint=hint
+            )
+        return cls.from_arrow(table)
 
 
 def _features(table: pa.Table) -> Ragged:

@@ -13,6 +13,12 @@ id maps and aligns the item and user tables to them. Formats:
 
 Files without timestamps (the first four) get the position in the user's sequence as timestamp,
 which keeps their time order.
+
+Every reader takes the text ``encoding`` of its files (default UTF-8; Parquet is always UTF-8)
+and keeps ids exact (:func:`~onerec.data.schema.canonical_ids`): an id comes back as given, or
+the reader stops with :class:`~onerec.exceptions.InvalidIdError` naming the row. Signal values
+follow :mod:`onerec.data.signals`; what the duplicate and signal steps remove is counted in the
+dataset's ``meta["filters"]``.
 """
 
 from __future__ import annotations
@@ -20,31 +26,43 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from onerec.data.files import (
+    DEFAULT_ENCODING,
+    ENCODING_HINT,
+    check_bom,
+    check_encoding,
+    check_file,
+    read_json,
+    read_parquet,
+    text_lines,
+)
 from onerec.data.report import FilterReport
 from onerec.data.schema import (
     Dataset,
     FeatureTable,
     IdMap,
     InteractionLog,
+    as_object_array,
     build_log,
     canonical_ids,
 )
+from onerec.data.signals import SignalPolicy, apply_signal_policy
 from onerec.exceptions import (
     DataError,
     DuplicateRowsError,
     EmptyDataError,
+    FileEncodingError,
     InvalidTimestampError,
     MalformedLineError,
     MissingColumnError,
+    NotADatasetError,
 )
 
 DuplicatePolicy = Literal["drop", "error", "keep"]
@@ -60,39 +78,20 @@ class RawInteractions:
     signals: dict[str, np.ndarray] = field(default_factory=dict)
     sessions: np.ndarray | None = None
     source: str = ""
-
-
-def _lines(p: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) with a byte-progress bar for files over 50 MB."""
-    size = p.stat().st_size
-    with p.open() as f, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"reading {p.name}", disable=size < 50e6
-    ) as bar:
-        for lineno, line in enumerate(f, start=1):
-            bar.update(len(line))
-            yield lineno, line
-
-
-def _check_file(path: str | Path) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
-    if p.stat().st_size == 0:
-        raise EmptyDataError("the file is empty", path=p, hint="point to a file with records.")
-    return p
+    line_offset: int | None = None  # row i is line i + line_offset of a text table (else row i)
 
 
 # ------------------------------------------------------------------------------------------------
 # Sequence-per-line text formats
 # ------------------------------------------------------------------------------------------------
-def read_sequences(path: str | Path) -> RawInteractions:
+def read_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInteractions:
     """S3-Rec sequence file: ``user item1 item2 ...`` per line, items in time order."""
-    p = _check_file(path)
+    p = check_file(path)
     users: list[str] = []
     items: list[str] = []
     positions: list[int] = []
     first_line: dict[str, int] = {}
-    for lineno, line in _lines(p):
+    for lineno, line in text_lines(p, encoding):
         tokens = line.split()
         if not tokens:
             continue  # blank line: no record
@@ -119,16 +118,17 @@ def read_sequences(path: str | Path) -> RawInteractions:
     if not users:
         raise EmptyDataError("no sequences found (only blank lines)", path=p)
     return RawInteractions(
-        np.array(users), np.array(items), np.array(positions, dtype=np.int64), source=str(p)
+        as_object_array(users), as_object_array(items), np.array(positions, dtype=np.int64),
+        source=str(p),
     )
 
 
-def read_pairs(path: str | Path) -> RawInteractions:
+def read_pairs(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInteractions:
     """SASRec pair file: ``user item`` per line, lines of one user in time order."""
-    p = _check_file(path)
+    p = check_file(path)
     users: list[str] = []
     items: list[str] = []
-    for lineno, line in _lines(p):
+    for lineno, line in text_lines(p, encoding):
         tokens = line.split()
         if not tokens:
             continue
@@ -143,7 +143,7 @@ def read_pairs(path: str | Path) -> RawInteractions:
         items.append(tokens[1])
     if not users:
         raise EmptyDataError("no interactions found (only blank lines)", path=p)
-    u = canonical_ids(users)
+    u = canonical_ids(as_object_array(users), what="user id", path=p)
     # position within the user's lines is the timestamp
     order = np.argsort(u, kind="stable")
     sorted_u = u[order]
@@ -151,16 +151,7 @@ def read_pairs(path: str | Path) -> RawInteractions:
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(u)]))
     pos = np.empty(len(u), dtype=np.int64)
     pos[order] = np.arange(len(u)) - run_start
-    return RawInteractions(u, np.array(items), pos, source=str(p))
-
-
-def _read_json(path: str | Path) -> Any:
-    p = _check_file(path)
-    try:
-        with p.open() as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise MalformedLineError(f"invalid JSON: {e.msg}", path=p, line=e.lineno) from None
+    return RawInteractions(u, as_object_array(items), pos, source=str(p))
 
 
 def _require_dict(data: Any, p: Path, what: str) -> dict:
@@ -171,10 +162,12 @@ def _require_dict(data: Any, p: Path, what: str) -> dict:
     return data
 
 
-def read_json_sequences(path: str | Path) -> RawInteractions:
-    """JSON interactions ``{user: [item, item, ...]}``, items in time order."""
+def read_json_sequences(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> RawInteractions:
+    """JSON interactions ``{user: [item, item, ...]}``, items in time order. Items are JSON
+    strings or numbers (integral: ``1.0`` is item 1); null, booleans and fractions are
+    :class:`InvalidIdError` naming the user and position."""
     p = Path(path)
-    data = _require_dict(_read_json(p), p, "mapping users to item lists")
+    data = _require_dict(read_json(p, encoding), p, "mapping users to item lists")
     users: list[Any] = []
     items: list[Any] = []
     positions: list[int] = []
@@ -190,19 +183,25 @@ def read_json_sequences(path: str | Path) -> RawInteractions:
         positions.extend(range(len(seq)))
     if not items:
         raise EmptyDataError("no interactions found (every item list is empty)", path=p)
+    item_ids = canonical_ids(
+        as_object_array(items),
+        what="item id",
+        path=p,
+        locate=lambda i: {},
+        context=lambda i: f"user {users[i]!r}, position {positions[i]}: ",
+    )
     return RawInteractions(
-        np.array([str(u) for u in users]),
-        np.array([str(i) for i in items]),
-        np.array(positions, dtype=np.int64),
-        source=str(p),
+        as_object_array(users), item_ids, np.array(positions, dtype=np.int64), source=str(p)
     )
 
 
-def read_json_items(path: str | Path, fields: Iterable[str] | None = None) -> pa.Table:
+def read_json_items(
+    path: str | Path, fields: Iterable[str] | None = None, *, encoding: str = DEFAULT_ENCODING
+) -> pa.Table:
     """JSON item records ``{item: {field: text, ...}}`` as a table with an ``id`` column and one
     string column per field (all fields seen, or the given ones)."""
     p = Path(path)
-    return _items_table(_read_json(p), p, fields)
+    return _items_table(read_json(p, encoding), p, fields)
 
 
 def _items_table(data: Any, p: Path, fields: Iterable[str] | None = None) -> pa.Table:
@@ -218,7 +217,7 @@ def _items_table(data: Any, p: Path, fields: Iterable[str] | None = None) -> pa.
         for rec in data.values():
             seen.update(dict.fromkeys(rec))
         fields = list(seen)
-    cols: dict[str, Any] = {"id": canonical_ids(keys)}
+    cols: dict[str, Any] = {"id": canonical_ids(as_object_array(keys), what="item id", path=p)}
     for name in fields:
         values = [data[k].get(name) for k in keys]
         cols[name] = pa.array([None if v is None else _as_text(v) for v in values], pa.string())
@@ -231,10 +230,12 @@ def _as_text(v: Any) -> str:
     return str(v)
 
 
-def read_json_attributes(path: str | Path, column: str = "attributes") -> pa.Table:
+def read_json_attributes(
+    path: str | Path, column: str = "attributes", *, encoding: str = DEFAULT_ENCODING
+) -> pa.Table:
     """JSON attributes ``{item: [attribute id, ...]}`` as a table (``id``, ``column`` as a list)."""
     p = Path(path)
-    return _attributes_table(_read_json(p), p, column)
+    return _attributes_table(read_json(p, encoding), p, column)
 
 
 def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Table:
@@ -247,10 +248,11 @@ def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Tabl
                 path=p,
             )
     values = [[str(a) for a in data[k]] for k in keys]
-    flat = canonical_ids([a for v in values for a in v])
+    flat = canonical_ids(as_object_array([a for v in values for a in v]), what="attribute", path=p)
     offsets = np.r_[0, np.cumsum([len(v) for v in values])].astype(np.int32)
     arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.table({"id": canonical_ids(keys), column: arr})
+    ids = canonical_ids(as_object_array(keys), what="item id", path=p)
+    return pa.table({"id": ids, column: arr})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,11 +261,12 @@ def _attributes_table(data: Any, p: Path, column: str = "attributes") -> pa.Tabl
 _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 
-def _read_atomic_file(path: Path) -> tuple[dict[str, str], pa.Table]:
+def _read_atomic_file(
+    path: Path, encoding: str = DEFAULT_ENCODING
+) -> tuple[dict[str, str], pa.Table]:
     """One atomic file: typed header ``name:type`` (tab-separated), all columns typed."""
-    p = _check_file(path)
-    with p.open() as f:
-        header = f.readline().rstrip("\n").split("\t")
+    p = check_file(path)
+    header = next(text_lines(p, encoding))[1].rstrip("\r\n").split("\t")
     names: list[str] = []
     types: dict[str, str] = {}
     for h in header:
@@ -277,17 +280,18 @@ def _read_atomic_file(path: Path) -> tuple[dict[str, str], pa.Table]:
             )
         names.append(name)
         types[name] = typ
+    _check_header(names, p)
     try:
         table = pacsv.read_csv(
             p,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding),
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False
             ),
         )
     except pa.ArrowInvalid as e:
-        raise MalformedLineError(f"cannot parse: {e}", path=p) from None
+        raise _csv_error(p, e, encoding) from None
     if table.num_rows == 0:
         raise EmptyDataError("the file has a header but no rows", path=p)
     return types, table
@@ -315,6 +319,19 @@ def _is_float(s: str) -> bool:
         return False
 
 
+def _csv_error(p: Path, e: pa.ArrowInvalid, encoding: str) -> DataError:
+    """The named error for a CSV/TSV file Arrow cannot parse: undecodable text or a bad row."""
+    text = str(e)
+    if "UTF8" in text or "UTF-8" in text:
+        return FileEncodingError(
+            f"the text is not valid {encoding} ({text.splitlines()[0]})",
+            path=p,
+            hint=ENCODING_HINT,
+        )
+    return MalformedLineError(f"cannot parse: {text.splitlines()[0]}", path=p,
+                              hint="every row needs the header's number of fields.")  # fmt: skip
+
+
 def read_atomic(
     prefix: str | Path,
     *,
@@ -322,6 +339,7 @@ def read_atomic(
     item_field: str = "item_id",
     time_field: str = "timestamp",
     session_field: str | None = "session_id",
+    encoding: str = DEFAULT_ENCODING,
 ) -> tuple[RawInteractions, pa.Table | None, pa.Table | None]:
     """RecBole atomic files ``<prefix>.inter`` (required), ``.item`` and ``.user`` (optional).
 
@@ -333,7 +351,15 @@ def read_atomic(
     if prefix.is_dir():
         prefix = prefix / prefix.name
     inter_path = prefix.with_name(prefix.name + ".inter")
-    types, table = _read_atomic_file(inter_path)
+    if prefix.parent.is_dir() and prefix.parent.name == prefix.name and not inter_path.exists():
+        raise NotADatasetError(
+            f"the folder holds no {inter_path.name} (RecBole atomic files) and no meta.json "
+            "(a dataset saved by onerec)",
+            path=prefix.parent,
+            hint="point to an interaction file (CSV, Parquet, JSON, .txt), a registered dataset "
+            "name, or a folder written by `onerec data convert`.",
+        )
+    types, table = _read_atomic_file(inter_path, encoding)
     for required in (user_field, item_field):
         if required not in types:
             raise MissingColumnError(
@@ -356,25 +382,31 @@ def read_atomic(
     }
     sessions = col(session_field) if session_field and session_field in types else None
     raw = RawInteractions(
-        col(user_field), col(item_field), ts, signals, sessions, source=str(inter_path)
-    )
+        col(user_field), col(item_field), ts, signals, sessions, source=str(inter_path),
+        line_offset=2,
+    )  # fmt: skip
     item_table = user_table = None
     item_path = prefix.with_name(prefix.name + ".item")
     if item_path.exists():
-        item_table = _atomic_features(item_path, item_field)
+        item_table = _atomic_features(item_path, item_field, encoding)
     user_path = prefix.with_name(prefix.name + ".user")
     if user_path.exists():
-        user_table = _atomic_features(user_path, user_field)
+        user_table = _atomic_features(user_path, user_field, encoding)
     return raw, item_table, user_table
 
 
-def _atomic_features(path: Path, id_field: str) -> pa.Table:
-    types, table = _read_atomic_file(path)
+def _atomic_features(path: Path, id_field: str, encoding: str = DEFAULT_ENCODING) -> pa.Table:
+    types, table = _read_atomic_file(path, encoding)
     if id_field not in types:
         raise MissingColumnError(
             f"no {id_field!r} column; the header has {list(types)}", path=path, line=1
         )
-    cols: dict[str, Any] = {"id": canonical_ids(table.column(id_field).to_numpy(zero_copy_only=False))}
+    cols: dict[str, Any] = {
+        "id": canonical_ids(
+            table.column(id_field).to_numpy(zero_copy_only=False), what=id_field, path=path,
+            locate=lambda i: {"line": i + 2},
+        )  # fmt: skip
+    }
     for name, typ in types.items():
         if name == id_field:
             continue
@@ -386,9 +418,17 @@ def _atomic_features(path: Path, id_field: str) -> pa.Table:
         elif typ == "float":
             cols[name] = _to_float(c, name, path, MalformedLineError)
         else:  # float_seq: an embedding when every row has the same length
-            rows = [
-                np.array(s.split(), dtype=np.float32) for s in c.to_numpy(zero_copy_only=False)
-            ]
+            rows = []
+            for i, text in enumerate(c.to_numpy(zero_copy_only=False)):
+                try:
+                    rows.append(np.array(text.split(), dtype=np.float32))
+                except ValueError:
+                    raise MalformedLineError(
+                        f"float_seq column {name!r} holds {text[:40]!r}, not numbers",
+                        path=path,
+                        line=i + 2,
+                        hint="a float_seq cell is space-separated numbers.",
+                    ) from None
             dims = {len(r) for r in rows}
             if len(dims) != 1:
                 raise MalformedLineError(
@@ -416,21 +456,30 @@ class ColumnMapping:
     signals: Mapping[str, str] | None = None
 
 
-def read_table(path: str | Path, columns: ColumnMapping = ColumnMapping()) -> RawInteractions:
-    """A CSV (header row, comma-separated) or Parquet interaction file."""
-    p = _check_file(path)
-    if p.suffix == ".parquet":
-        table = pq.read_table(p)
+def read_table(
+    path: str | Path,
+    columns: ColumnMapping = ColumnMapping(),
+    *,
+    encoding: str = DEFAULT_ENCODING,
+    format: Literal["csv", "parquet"] | None = None,
+) -> RawInteractions:
+    """A CSV (header row, comma-separated, text in ``encoding``) or Parquet interaction file
+    (``format``; by default by the file's suffix).
+
+    CSV id columns are read as text, so no id passes through a float: hash ids beyond int64
+    and ids beyond 64 bits keep every digit (see :func:`canonical_ids`)."""
+    p = check_file(path)
+    id_cols = [c for c in (columns.user, columns.item, columns.session) if c]
+    if (format or ("parquet" if p.suffix == ".parquet" else "csv")) == "parquet":
+        table = read_parquet(p, hint="the file is truncated or not Parquet: write it again.")
         row_offset = 0  # rows are 0-based in Parquet
     else:
-        try:
-            table = pacsv.read_csv(p)
-        except pa.ArrowInvalid as e:
-            raise MalformedLineError(f"cannot parse CSV: {e}", path=p) from None
+        table = _read_csv(p, encoding, id_cols)
         row_offset = 2  # the header is line 1: data row r is line r + 2
     if table.num_rows == 0:
         raise EmptyDataError("the table has no rows", path=p)
     names = table.column_names
+    _check_header(names, p)
     wanted = [c for c in (columns.user, columns.item, columns.timestamp, columns.session) if c]
     if columns.signals:
         wanted += list(columns.signals)
@@ -445,11 +494,14 @@ def read_table(path: str | Path, columns: ColumnMapping = ColumnMapping()) -> Ra
     def locate(i: int) -> dict[str, int]:
         return {"line": i + row_offset} if row_offset else {"row": i}
 
-    for c in (columns.user, columns.item):
-        nulls = table.column(c).is_null()
-        if pc.any(nulls).as_py():
-            i = int(np.flatnonzero(nulls.to_numpy(zero_copy_only=False))[0])
-            raise MalformedLineError(f"column {c!r} is empty", **locate(i), path=p)
+    def ids(name: str) -> np.ndarray:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        return canonical_ids(
+            col.to_numpy(zero_copy_only=False), what=f"column {name!r}:", path=p, locate=locate
+        )
+
     if columns.timestamp:
         ts = _numeric_timestamps(table.column(columns.timestamp), p, locate)
     else:
@@ -462,18 +514,58 @@ def read_table(path: str | Path, columns: ColumnMapping = ColumnMapping()) -> Ra
     signals = {}
     for src, dst in sig_map.items():
         col = table.column(src)
-        if col.null_count:
+        if not (_is_numeric(col.type) or pa.types.is_null(col.type)):
+            raise MalformedLineError(
+                f"signal column {src!r} holds {col.type} values, not numbers",
+                path=p,
+                hint="map only numeric columns to signals.",
+            )
+        if col.null_count:  # a missing value is NaN, which the signal policy then judges
             col = pc.fill_null(col.cast(pa.float64()), float("nan"))
         signals[dst] = col.to_numpy()
-    to_np = lambda n: table.column(n).to_numpy(zero_copy_only=False)  # noqa: E731
     return RawInteractions(
-        to_np(columns.user),
-        to_np(columns.item),
+        ids(columns.user),
+        ids(columns.item),
         ts,
         signals,
-        to_np(columns.session) if columns.session else None,
+        ids(columns.session) if columns.session else None,
         source=str(p),
+        line_offset=row_offset or None,
     )
+
+
+def _read_csv(p: Path, encoding: str, id_columns: list[str]) -> pa.Table:
+    """A CSV file with a header; ``id_columns`` are read as text (never through a float), and
+    text that is not valid in ``encoding`` raises :class:`FileEncodingError`."""
+    check_bom(p, encoding)
+    try:
+        table = pacsv.read_csv(
+            p,
+            read_options=pacsv.ReadOptions(encoding=encoding),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in id_columns}),
+        )
+    except pa.ArrowInvalid as e:
+        raise _csv_error(p, e, encoding) from None
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if binary:  # Arrow reads undecodable text as bytes instead of failing
+        raise FileEncodingError(
+            f"column {binary[0]!r} holds text that is not valid {encoding}",
+            path=p,
+            hint=ENCODING_HINT,
+        )
+    return table
+
+
+def _check_header(names: list[str], p: Path) -> None:
+    """Two columns of one name make every lookup of that name ambiguous: name the column."""
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise MalformedLineError(
+            f"column {repeated!r} appears twice in the header {names}",
+            path=p,
+            line=1 if p.suffix != ".parquet" else None,
+            hint="rename one of the two columns.",
+        )
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
@@ -547,18 +639,19 @@ def deduplicate(
     return out, FilterReport.between("duplicates", log, out, "same user, item and timestamp")
 
 
-def align_features(features: pa.Table | None, ids: IdMap, kind: str) -> tuple[FeatureTable, dict]:
+def align_features(
+    features: pa.Table | None, ids: IdMap, kind: str, source: str | Path | None = None
+) -> tuple[FeatureTable, dict]:
     """Reorder a feature table to the id map; count rows without interactions and ids without
     features (both are reported in the dataset's meta, nothing disappears silently)."""
     if features is None:
         return FeatureTable.from_ids(ids), {}
-    raw = canonical_ids(features.column("id").to_numpy(zero_copy_only=False))
-    keys_log, keys_feat = ids.raw, raw
+    # a feature row per id: an id listed twice raises IdCollisionError
+    keys_feat = IdMap.from_saved(features.column("id").to_numpy(zero_copy_only=False), kind,
+                                 source).raw  # fmt: skip
+    keys_log = ids.raw
     if keys_log.dtype.kind != keys_feat.dtype.kind:
         keys_log, keys_feat = keys_log.astype(str), keys_feat.astype(str)
-    n_unique = len(np.unique(keys_feat))
-    if n_unique != len(keys_feat):
-        raise DataError(f"the {kind} table lists {len(keys_feat) - n_unique} ids twice")
     pos = pc.index_in(pa.array(keys_log), value_set=pa.array(keys_feat))
     has = pos.is_valid().to_numpy(zero_copy_only=False)
     aligned = features.drop_columns(["id"]).take(pc.fill_null(pos, 0))
@@ -585,10 +678,14 @@ def assemble(
     item_features: Iterable[pa.Table] = (),
     user_features: pa.Table | None = None,
     duplicates: DuplicatePolicy = "drop",
+    invalid_signals: SignalPolicy | str = "error",
     meta: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """A :class:`Dataset` from raw columns: id maps from the log's users and items, feature
-    tables joined onto them (several item tables are merged column-wise), duplicates handled."""
+    """A :class:`Dataset` from raw columns: id maps from the log's users and items, signal
+    values checked (:mod:`onerec.data.signals`; a string is ``SignalPolicy(on_invalid=...)``),
+    feature tables joined onto them (several item tables are merged column-wise), duplicates
+    handled. What the signal and duplicate steps removed is in ``meta["filters"]``."""
+    policy = SignalPolicy(invalid_signals) if isinstance(invalid_signals, str) else invalid_signals
     log = build_log(
         raw.users,
         raw.items,
@@ -596,8 +693,23 @@ def assemble(
         signals=raw.signals,
         sessions=raw.sessions,
         path=raw.source or None,
+        line_offset=raw.line_offset,
     )
+    reports: list[FilterReport] = []
+    if log.signals:
+        log, signal_report = apply_signal_policy(
+            log, policy, source=raw.source or None, line_offset=raw.line_offset
+        )
+        reports.append(signal_report)
+        if len(log) == 0:
+            raise EmptyDataError(
+                f"every row has an invalid signal value ({signal_report.detail})",
+                path=raw.source or None,
+                hint="fix the signal columns, or leave them out of the column mapping.",
+            )
+        log = log.without_unused_ids()
     log, dup_report = deduplicate(log, duplicates, raw.source or None)
+    reports.append(dup_report)
     item_table = FeatureTable.from_ids(log.items)
     info: dict[str, Any] = {"source": raw.source}
     for table in item_features:
@@ -608,6 +720,7 @@ def assemble(
     user_table, stats = align_features(user_features, log.users, "user")
     info.update(stats)
     info["duplicates_removed"] = dup_report.rows_removed
+    info["filters"] = [r.to_dict() for r in reports]
     info.update(meta or {})
     return Dataset(name, log.sorted(), item_table, user_table, info)
 
@@ -639,41 +752,59 @@ def read_dataset(
     columns: ColumnMapping = ColumnMapping(),
     item_files: Iterable[str | Path] = (),
     duplicates: DuplicatePolicy = "drop",
+    invalid_signals: SignalPolicy | str = "error",
+    encoding: str = DEFAULT_ENCODING,
 ) -> Dataset:
     """Any supported interaction file as a :class:`Dataset`.
 
     ``item_files`` are JSON item records (``{item: {field: text}}``), JSON attribute lists
-    (``{item: [ids]}``), or CSV/Parquet tables whose first column is the item id.
+    (``{item: [ids]}``), or CSV/Parquet tables whose first column is the item id. ``encoding``
+    is that of every text file read; ``invalid_signals`` see :func:`assemble`.
     """
     p = Path(path)
+    encoding = check_encoding(encoding)
     fmt = guess_format(p) if format == "auto" else format
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}", hint=f"use one of {FORMATS}.")
     user_table = None
     tables: list[pa.Table] = []
     if fmt == "sequences":
-        raw = read_sequences(p)
+        raw = read_sequences(p, encoding=encoding)
     elif fmt == "pairs":
-        raw = read_pairs(p)
+        raw = read_pairs(p, encoding=encoding)
     elif fmt == "json":
-        raw = read_json_sequences(p)
+        raw = read_json_sequences(p, encoding=encoding)
     elif fmt == "atomic":
-        raw, item_table, user_table = read_atomic(p.with_suffix("") if p.suffix == ".inter" else p)
+        prefix = p.with_suffix("") if p.suffix == ".inter" else p
+        raw, item_table, user_table = read_atomic(prefix, encoding=encoding)
         tables += [item_table] if item_table is not None else []
     else:
-        raw = read_table(p, columns)
+        raw = read_table(p, columns, encoding=encoding, format=fmt)  # type: ignore[arg-type]
     for f in item_files:
-        tables.append(_read_item_file(Path(f)))
-    return assemble(name or p.stem, raw, item_features=tables, user_features=user_table, duplicates=duplicates)
+        tables.append(_read_item_file(Path(f), encoding))
+    return assemble(name or p.stem, raw, item_features=tables, user_features=user_table,
+                    duplicates=duplicates, invalid_signals=invalid_signals)  # fmt: skip
 
 
-def _read_item_file(p: Path) -> pa.Table:
+def _read_item_file(p: Path, encoding: str = DEFAULT_ENCODING) -> pa.Table:
     if p.suffix == ".json":
-        data = _read_json(p)
+        data = read_json(p, encoding)
         first = next(iter(data.values()), None) if isinstance(data, dict) else None
         return _attributes_table(data, p) if isinstance(first, list) else _items_table(data, p)
-    table = pq.read_table(p) if p.suffix == ".parquet" else pacsv.read_csv(_check_file(p))
+    if p.suffix == ".parquet":
+        table = read_parquet(p)
+    else:
+        first_column = next(text_lines(check_file(p), encoding))[1].split(",")[0].strip().strip('"')
+        table = _read_csv(p, encoding, [first_column])
     if table.num_columns == 0 or table.num_rows == 0:
         raise EmptyDataError("the item table is empty", path=p)
-    ids = canonical_ids(table.column(0).to_numpy(zero_copy_only=False))
+    _check_header(table.column_names, p)
+    offset = 0 if p.suffix == ".parquet" else 2
+    ids = canonical_ids(
+        table.column(0).to_numpy(zero_copy_only=False),
+        what=f"item id column {table.column_names[0]!r}:",
+        path=p,
+        locate=lambda i: {"row": i} if offset == 0 else {"line": i + offset},
+    )
+    IdMap.from_saved(ids, "item", p)  # an item listed twice is named here, with the file
     return table.drop_columns([table.column_names[0]]).add_column(0, "id", pa.array(ids))

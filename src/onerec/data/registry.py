@@ -26,7 +26,7 @@ from onerec.exceptions import DatasetNotFoundError
 
 logger = logging.getLogger("onerec.data")
 
-READER_VERSION = 1
+READER_VERSION = 2  # 2: exact ids, signal policy, filter reports in meta
 DATA_DIR_ENV = "ONEREC_DATA_DIR"
 CACHE_DIR_ENV = "ONEREC_CACHE_DIR"
 

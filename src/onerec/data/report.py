@@ -89,6 +89,11 @@ class FilterReport:
     def log(self) -> None:
         logger.info("%s", self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FilterReport":
+        """The report :meth:`to_dict` wrote (the ``*_removed`` counts are derived again)."""
+        return cls(**{k: v for k, v in d.items() if not k.endswith("_removed")})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(

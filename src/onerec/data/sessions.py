@@ -3,7 +3,8 @@
 OneRec trains on *high-quality sessions* (paper, section 2.3): at least 5 videos actually
 watched, a total watch time above a threshold, and at least one positive interaction such as a
 like, collect or share. The thresholds are the caller's: :class:`SessionQualityFilter` holds them
-and every run saves it with its config.
+and every run saves it with its config. The signals it reads must be valid
+(:mod:`onerec.data.signals`): a NaN or infinite watch time raises instead of being guessed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from onerec.data.report import FilterReport
 from onerec.data.schema import InteractionLog
+from onerec.data.signals import check_signals
 from onerec.exceptions import ConfigError
 
 
@@ -82,24 +84,27 @@ class SessionQualityFilter:
                 f"the log has no {self.watch_signal!r} signal (it has {sorted(log.signals)}); "
                 "set watch_signal to the column that holds watch time"
             )
+        present = [s for s in self.positive_signals if s in log.signals]
+        if self.require_positive and not present:
+            raise ConfigError(
+                f"require_positive needs one of {list(self.positive_signals)} in the log, "
+                f"which has {sorted(log.signals)}; set positive_signals or "
+                "require_positive=False"
+            )
+        # NaN or inf would make a session's watch time unknowable: stop rather than guess
+        read = [self.watch_signal] + (present if self.require_positive else [])
+        check_signals(log, read)
         n_sessions = int(log.session.max(initial=-1)) + 1
-        watch = np.nan_to_num(log.signals[self.watch_signal].astype(np.float64))
+        watch = log.signals[self.watch_signal].astype(np.float64)
         watched = np.bincount(
             log.session, weights=(watch > self.min_item_watch).astype(np.float64), minlength=n_sessions
         )
         total = np.bincount(log.session, weights=watch, minlength=n_sessions)
         keep = (watched >= self.min_watched_items) & (total >= self.min_total_watch)
         if self.require_positive:
-            present = [s for s in self.positive_signals if s in log.signals]
-            if not present:
-                raise ConfigError(
-                    f"require_positive needs one of {list(self.positive_signals)} in the log, "
-                    f"which has {sorted(log.signals)}; set positive_signals or "
-                    "require_positive=False"
-                )
             positive = np.zeros(len(log), dtype=bool)
             for s in present:
-                positive |= np.nan_to_num(log.signals[s].astype(np.float64)) > 0
+                positive |= log.signals[s].astype(np.float64) > 0
             keep &= np.bincount(log.session, weights=positive, minlength=n_sessions) > 0
         out = log.take(keep[log.session])
         detail = (

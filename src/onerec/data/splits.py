@@ -26,10 +26,18 @@ import pyarrow.parquet as pq
 
 from onerec.data.examples import Examples
 from onerec.data.features import interaction_features
+from onerec.data.files import output_dir, read_json, read_parquet
 from onerec.data.ragged import Ragged
 from onerec.data.report import FilterReport
 from onerec.data.schema import IdMap, InteractionLog
-from onerec.exceptions import ConfigError, DataError, TooFewInteractionsError
+from onerec.exceptions import (
+    ConfigError,
+    CorruptFileError,
+    EmptyDataError,
+    MissingColumnError,
+    NotADatasetError,
+    TooFewInteractionsError,
+)
 
 
 @dataclass
@@ -78,8 +86,7 @@ class Split:
 
     def save(self, directory: str | Path) -> Path:
         """Training rows, examples, id maps and a summary in one directory."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = output_dir(directory)
         pq.write_table(self.train.to_arrow(), d / "train.parquet")
         self.valid.save(d / "valid.parquet")
         self.test.save(d / "test.parquet")
@@ -91,16 +98,24 @@ class Split:
     @classmethod
     def load(cls, directory: str | Path) -> "Split":
         d = Path(directory)
-        if not (d / "split.json").exists():
-            raise DataError(f"{d} is not a saved split (no split.json)")
-        summary = json.loads((d / "split.json").read_text())
-        users = IdMap(pq.read_table(d / "user_ids.parquet").column("id").to_numpy(zero_copy_only=False), "user")
-        items = IdMap(pq.read_table(d / "item_ids.parquet").column("id").to_numpy(zero_copy_only=False), "item")
-        train = InteractionLog.from_arrow(pq.read_table(d / "train.parquet"), users, items)
-        reports = [
-            FilterReport(**{k: v for k, v in r.items() if not k.endswith("_removed")})
-            for r in summary.pop("filters")
-        ]
+        if not (d / "split.json").is_file():
+            raise NotADatasetError(
+                "not a saved split (no split.json)",
+                path=d,
+                hint="write it with Split.save or `onerec data split`.",
+            )
+        summary = read_json(d / "split.json")
+        if not isinstance(summary, dict) or "protocol" not in summary:
+            raise CorruptFileError("expected a JSON object with a 'protocol'", path=d / "split.json",
+                                   hint="run `onerec data split` again.")  # fmt: skip
+        hint = "the saved split is damaged: run `onerec data split` again."
+        users, items = (
+            IdMap.from_saved(_id_column(d / f"{k}_ids.parquet", hint), k, d / f"{k}_ids.parquet")
+            for k in ("user", "item")
+        )
+        path = d / "train.parquet"
+        train = InteractionLog.from_arrow(read_parquet(path, hint=hint), users, items, path)
+        reports = [FilterReport.from_dict(r) for r in summary.pop("filters", [])]
         protocol = summary.pop("protocol")
         params = {
             k: v
@@ -108,6 +123,15 @@ class Split:
             if k not in ("train_interactions", "train_users", "valid_examples", "test_examples")
         }
         return cls(protocol, train, Examples.load(d / "valid.parquet"), Examples.load(d / "test.parquet"), params, reports)
+
+
+def _id_column(path: Path, hint: str) -> np.ndarray:
+    table = read_parquet(path, hint=hint)
+    if "id" not in table.column_names:
+        raise MissingColumnError(
+            f"no 'id' column; it has {table.column_names}", path=path, hint=hint
+        )
+    return table.column("id").to_numpy(zero_copy_only=False)
 
 
 def filter_min_interactions(
@@ -168,6 +192,12 @@ def leave_one_out(
     if min_interactions < 3:
         raise ConfigError(f"leave-one-out needs min_interactions >= 3, got {min_interactions}")
     log, report = filter_min_interactions(log, min_interactions, on_short=on_short)
+    if len(log) == 0:
+        raise EmptyDataError(
+            f"no user has {min_interactions} interactions: nothing is left to split ({report})",
+            hint="lower min_interactions (CLI: --min-interactions, at least 3) or check the "
+            "filters before it.",
+        )
     features = tuple(features)
     log = log.sorted()
     seqs = Ragged.from_sorted_groups(log.user, log.item, log.num_users)
@@ -227,6 +257,9 @@ def temporal_split(
             raise ConfigError(f"{name} must be in (0, 1), got {frac}")
     if valid_fraction + test_fraction >= 1:
         raise ConfigError("valid_fraction + test_fraction must be < 1")
+    if len(log) == 0:
+        raise EmptyDataError("the log has no interactions to split",
+                             hint="check the filters before the split.")  # fmt: skip
     features = tuple(features)
     log = log.sorted()
     ts = log.timestamp
@@ -267,6 +300,11 @@ def temporal_split(
     valid = window(valid_start, test_start)
     test = window(test_start, np.inf)
     train = log.take(ts < valid_start)
+    if len(train) == 0:
+        raise EmptyDataError(
+            f"no interaction comes before the validation cut {valid_start:g}: nothing to train on",
+            hint="pass a later valid_start, or smaller valid_fraction and test_fraction.",
+        )
     return Split(
         "temporal",
         train,

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from onerec.data.schema import IdMap, canonical_ids
+from onerec.data.schema import IdMap
 from onerec.exceptions import ConfigError, DataError
 from onerec.tokenizer.residual import (
     QualityReport,
@@ -163,7 +163,7 @@ def load_tokenization(directory: str | Path) -> tuple[IdMap, SemanticIds]:
     level_sizes = json.loads(meta[b"level_sizes"])
     cols = [c for c in table.column_names if c.startswith("code_")]
     codes = torch.from_numpy(np.stack([table.column(c).to_numpy() for c in cols], axis=1).astype(np.int64))
-    ids = IdMap(canonical_ids(table.column("item_id").to_numpy(zero_copy_only=False)), "item")
+    ids = IdMap.from_saved(table.column("item_id").to_numpy(zero_copy_only=False), "item", path)
     sem = SemanticIds(
         as_code_table(codes, level_sizes, str(path)), level_sizes, int(meta[b"base_levels"]),
         float(meta[b"collision_rate_before"]),
