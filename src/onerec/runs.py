@@ -84,7 +84,11 @@ def check_output(folder: str | Path, command: str, overwrite: bool = False) -> b
         return True
     if overwrite:
         return False
-    what = f"`onerec {owner}`" if owner else "something other than onerec"
+    if owner:
+        what = f"`onerec {owner}`"
+    else:
+        names = sorted(p.name for p in folder.iterdir())
+        what = f"no onerec command (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
     raise OutputExistsError(
         f"--out {folder} already exists and was made by {what}, not `onerec {command}`: writing "
         f"there would mix or replace its files. Fix: choose a new --out, or pass --overwrite to "
@@ -203,31 +207,35 @@ def read_json(path: str | Path, hint: str) -> dict[str, Any]:
 
 
 def read_safetensors(
-    path: str | Path, device: str | torch.device = "cpu", hint: str = "train the run again."
+    path: str | Path, device: str | torch.device = "cpu", hint: str = "train the run again.",
+    keys: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and the header metadata of a safetensors file; a missing, truncated or
-    corrupt file raises :class:`CorruptCheckpointError` naming it."""
+    """The tensors (only ``keys`` of them, those present, when given) and the header metadata
+    of a safetensors file; a missing, truncated or corrupt file raises
+    :class:`CorruptCheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CorruptCheckpointError("the file is missing", path=path, hint=hint)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if keys is None or k in keys}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CorruptCheckpointError(f"cannot read it as safetensors ({e})", path=path,
                                      hint=hint) from None  # fmt: skip
     return tensors, metadata
 
 
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+def read_safetensors_metadata(
+    path: str | Path, hint: str = "train the run again."
+) -> dict[str, str]:
     """Only the header metadata of a safetensors file (no tensor is read)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CorruptCheckpointError(f"cannot read it as safetensors ({e})", path=path,
-                                     hint="train the run again.") from None  # fmt: skip
+                                     hint=hint) from None  # fmt: skip
 
 
 def check_shapes(

@@ -40,7 +40,7 @@ from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
 from onerec.evaluation import evaluate, exclude_seen_selected
-from onerec.exceptions import OutputExistsError, UnknownModelError
+from onerec.exceptions import OutputExistsError, RunFileError, UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
 from onerec.runs import read_json, safe_name
 from onerec.training.pipeline import METRICS
@@ -173,6 +173,7 @@ def run_benchmark(
         raise OutputExistsError(f"--out {out} is a file, not a folder. Fix: choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"baselines_{stem}.json"
+    _records(path)  # an unreadable earlier record stops the run before any training
     ours: dict[str, Any] = {}
     for name in names:
         if name == "tiger":
@@ -183,8 +184,7 @@ def run_benchmark(
         # the table keeps models from earlier runs: each record names the code that made it
         ours[name]["commit"] = environment()["commit"]
         # read the file again just before writing: another run may have added models meanwhile
-        records = read_json(path, f"move {path} away; the benchmark writes a new one.").get(
-            "models", {}) if path.exists() else {}  # fmt: skip
+        records = _records(path)
         records.update(ours)
         result = {
             "benchmark": "baselines",
@@ -204,6 +204,18 @@ def run_benchmark(
         if progress:
             print(markdown_row(ours[name]), flush=True)
     return result
+
+
+def _records(path: Path) -> dict[str, Any]:
+    """The model records of an earlier run's ``baselines_<dataset>.json`` ({} when none)."""
+    if not path.exists():
+        return {}
+    hint = f"move {path} away; the benchmark then writes a new one."
+    models = read_json(path, hint).get("models", {})
+    if not isinstance(models, dict):
+        raise RunFileError(f"'models' must be an object, got {type(models).__name__}", path=path,
+                           hint=hint)  # fmt: skip
+    return models
 
 
 def _fmt(values: Sequence[float | None]) -> str:

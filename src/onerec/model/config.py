@@ -205,7 +205,7 @@ class OneRecConfig:
 
     # --- presets and files -----------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, level_sizes: Sequence[int], **overrides: Any) -> "OneRecConfig":
+    def preset(cls, name: str, level_sizes: Sequence[int], /, **overrides: Any) -> "OneRecConfig":
         """The named preset ("tiny", "small", "base", "large") for a tokenizer's level sizes."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

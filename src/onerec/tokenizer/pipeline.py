@@ -54,6 +54,11 @@ class TokenizeConfig:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.levels < 1:
             raise ConfigError(f"levels must be >= 1, got {self.levels}")
+        if self.codebook_size is not None and self.codebook_size < 2:
+            raise ConfigError(
+                f"codebook_size must be >= 2 (one code per level says nothing about an item) or "
+                f"None to size it from the catalog, got {self.codebook_size}"
+            )
 
 
 @dataclass

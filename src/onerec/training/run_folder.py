@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from onerec.data.splits import Split
-from onerec.exceptions import ConfigError, RunIntegrityError, RunMismatchError
+from onerec.exceptions import (
+    ConfigError,
+    CorruptCheckpointError,
+    RunIntegrityError,
+    RunMismatchError,
+)
 from onerec.runs import fingerprint, ids_fingerprint, read_json, read_safetensors, read_safetensors_metadata
 from onerec.tokenizer.residual import SemanticIds
 
@@ -43,6 +48,7 @@ RESUME_MODES = ("check", "force", "restart")
 TRAINER_FILES = ("last.safetensors", "model.safetensors", "metrics.jsonl", "state.json",
                  "training.png", "train_config.json", "model_config.json")  # fmt: skip
 _META = "onerec.run"  # the safetensors metadata key of the record
+RESTART_HINT = "this run cannot be resumed: start over in a new --out (or here with --overwrite)."
 
 
 def semantic_ids_fingerprints(ids: SemanticIds, item_ids: np.ndarray | None) -> dict[str, str]:
@@ -110,17 +116,18 @@ def check_resume(
     model_config: dict[str, Any],
     train_config: Any,
     mode: str = "check",
-) -> dict[str, Any] | None:
-    """The resume record of ``run_dir`` (None when there is nothing to resume, or ``mode`` is
-    "restart"): epoch and step of ``last.safetensors``, whether it was forced, and what changed.
-    Raises :class:`RunMismatchError` when anything but :data:`RESUMABLE` settings differs and
-    ``mode`` is "check". Reads only the checkpoint's header; writes nothing."""
+) -> list[dict[str, Any]] | None:
+    """The resumes of ``run_dir``, this one last (None when there is nothing to resume, or
+    ``mode`` is "restart"): each with the epoch and step it started at, whether it was forced,
+    and what changed (``[in the run, now]``). Raises :class:`RunMismatchError` when anything but
+    :data:`RESUMABLE` settings differs and ``mode`` is "check". Reads the checkpoint and
+    ``train_config.json``; writes nothing."""
     if mode not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {RESUME_MODES}, got {mode!r}")
     last = run_dir / "last.safetensors"
     if mode == "restart" or not last.exists():
         return None
-    record = _record(last, read_safetensors_metadata(last))
+    record = _record(last, read_safetensors_metadata(last, RESTART_HINT))
     if record is None:  # an older run: compare with the files it wrote beside the checkpoint
         record = {"sources": {}, "model_config": None, "train_config": None}
         if (run_dir / "train_config.json").is_file():
@@ -154,11 +161,19 @@ def check_resume(
             {**refused},
         )
     epoch, step = _counters(last)
-    return {
+    earlier: list[Any] = []
+    if (run_dir / "train_config.json").is_file():
+        earlier = read_json(run_dir / "train_config.json",
+                            "restore the file or start a new --out.").get("resumes", [])  # fmt: skip
+        if not isinstance(earlier, list):
+            raise RunIntegrityError(f"'resumes' must be a list, got {earlier!r}",
+                                    path=run_dir / "train_config.json",
+                                    hint="restore the file or start a new --out.")  # fmt: skip
+    return [*earlier, {
         "epoch": epoch, "step": step, "forced": bool(refused),
         "changed": {k: list(v) for k, v in {**diff, **changed}.items()},
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }]  # fmt: skip
 
 
 def _show(value: Any) -> str:
@@ -166,22 +181,16 @@ def _show(value: Any) -> str:
 
 
 def _counters(last: Path) -> tuple[int, int]:
-    tensors, _ = read_safetensors(last)
+    tensors, _ = read_safetensors(last, hint=RESTART_HINT, keys=("trainer.counters",))
     counters = tensors.get("trainer.counters")
     if counters is None or counters.numel() < 2:
-        raise RunIntegrityError("it holds no trainer counters (epoch, step)", path=last,
-                                hint="train the run again in a new --out.")  # fmt: skip
+        raise CorruptCheckpointError("it holds no trainer counters (epoch, step)", path=last,
+                                     hint=RESTART_HINT)  # fmt: skip
     return int(counters[0]), int(counters[1])
 
 
-def train_config_record(run_dir: Path, train_config: Any, resumed: dict[str, Any] | None) -> str:
-    """``train_config.json``: the settings in force, and every resume so far (this one last)."""
-    resumes: list[Any] = []
-    if resumed is not None and (run_dir / "train_config.json").is_file():
-        resumes = read_json(run_dir / "train_config.json",
-                            "restore the file or start a new --out.").get("resumes", [])  # fmt: skip
-    if resumed is not None:
-        resumes = [*resumes, resumed]
+def train_config_record(train_config: Any, resumes: list[dict[str, Any]] | None) -> str:
+    """``train_config.json``: the settings in force, and every resume so far."""
     record: dict[str, Any] = asdict(train_config)
     if resumes:
         record["resumes"] = resumes

@@ -28,6 +28,7 @@ global batch. Rank 0 validates and writes the run directory.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -52,6 +53,7 @@ from onerec.runs import check_shapes, read_safetensors, resolve_device
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.plots import plot_metrics
 from onerec.training.run_folder import (
+    RESTART_HINT,
     TRAINER_FILES,
     check_resume,
     checkpoint_metadata,
@@ -60,6 +62,8 @@ from onerec.training.run_folder import (
     weights_metadata,
 )
 from onerec.training.windows import length_batches, training_windows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -281,7 +285,7 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
         self.sources = source_fingerprints(split, semantic_ids, item_ids, user_ids)
         self.restart = resume == "restart"
-        self.resumed = check_resume(self.run_dir, self.sources, model.config.to_dict(), config,
+        self.resumes = check_resume(self.run_dir, self.sources, model.config.to_dict(), config,
                                     resume)  # fmt: skip
 
     # --- one batch ------------------------------------------------------------------------------
@@ -375,22 +379,31 @@ class Trainer:
                     (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "train_config.json").write_text(
-                train_config_record(self.run_dir, c, self.resumed)
+                train_config_record(c, self.resumes)
             )
             (self.run_dir / "model_config.json").write_text(
                 json.dumps(self.model.config.to_dict(), indent=2)
             )
         if self.world > 1:
             dist.barrier()  # the restart's removals are done before any process looks
-        if self.resumed is not None:
+        if self.resumes is not None:
             self._load(self.run_dir / "last.safetensors")
         if main:
             # drop what a killed epoch logged after the checkpoint (it is about to run again),
             # and on a fresh start everything an unfinished first epoch logged
-            kept = []
-            if self.resumed is not None and metrics.exists():
-                kept = [line for line in metrics.read_text().splitlines()
-                        if json.loads(line)["epoch"] < self.epoch]  # fmt: skip
+            kept, torn = [], 0
+            if self.resumes is not None and metrics.exists():
+                for line in metrics.read_text(errors="replace").splitlines():
+                    try:
+                        epoch = json.loads(line)["epoch"]
+                    except (ValueError, KeyError, TypeError):  # a line a kill cut short
+                        torn += 1
+                        continue
+                    if epoch < self.epoch:
+                        kept.append(line)
+            if torn:
+                logger.warning("%s: dropped %d unreadable line(s), written when the run was "
+                               "killed", metrics, torn)  # fmt: skip
             metrics.write_text("".join(line + "\n" for line in kept))
         log = metrics.open("a") if main else None
         while self.epoch < c.epochs and self.bad_epochs < c.patience and not self._out_of_time():
@@ -494,11 +507,10 @@ class Trainer:
         tmp.rename(path)
 
     def _load(self, path: Path) -> None:
-        tensors, _ = read_safetensors(path, self.device, hint="start over in a new --out "
-                                      "(or with --overwrite): this checkpoint cannot be resumed.")
+        tensors, _ = read_safetensors(path, self.device, hint=RESTART_HINT)
         if "trainer.counters" not in tensors or "trainer.best" not in tensors:
             raise CorruptCheckpointError("it holds no trainer counters", path=path,
-                                         hint="start over in a new --out.")  # fmt: skip
+                                         hint=RESTART_HINT)  # fmt: skip
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         check_shapes(weights, self.model.state_dict(), path, "model_config.json")
         self.model.load_state_dict(weights)
