@@ -168,7 +168,7 @@ def test_quickstart_never_deletes_an_onerec_folder_it_did_not_make(tmp_path, cap
     precious.parent.mkdir(parents=True)
     precious.write_text("my work")
     assert main(["quickstart", "--scale", "tiny", "--out", str(tmp_path / "mine")]) == 2
-    assert "OutputExistsError" in capsys.readouterr().err
+    assert OutputExistsError.__name__ in capsys.readouterr().err
     assert precious.read_text() == "my work"
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["onerec"]  # nothing written
 
@@ -179,7 +179,7 @@ def test_train_refuses_a_folder_another_command_made(made, tmp_path, capsys):
     before = snapshot(tokens)
     assert main(["train", str(made / "ds"), "--tokens", str(tokens), *TRAIN,
                  "--out", str(tokens)]) == 2  # fmt: skip
-    assert "OutputExistsError" in capsys.readouterr().err
+    assert OutputExistsError.__name__ in capsys.readouterr().err
     assert snapshot(tokens) == before
 
 
