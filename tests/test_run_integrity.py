@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from onerec.cli import main
 from onerec.data import SyntheticConfig, generate
@@ -208,3 +209,17 @@ def test_an_unavailable_device_stops_before_anything_is_written(made, tmp_path, 
     assert not (tmp_path / "run").exists()
     with pytest.raises(DeviceUnavailableError, match="cuda"):
         Recommender.from_run(made / "run", device=device)
+
+
+def test_a_run_from_before_fingerprints_is_checked_against_its_own_files(made, tmp_path, capsys):
+    """A checkpoint without the record (written by an earlier onerec) is compared with the
+    semantic IDs, users, model config and settings saved beside it."""
+    run = copy_run(made, tmp_path)
+    save_file(load_file(run / "last.safetensors"), run / "last.safetensors")  # no metadata
+    before = snapshot(run)
+    assert train(made, run, "--epochs", "2", tokens="tok1") == 2
+    assert "semantic_ids.codes" in capsys.readouterr().err
+    assert train(made, run, "--epochs", "2", "--lr", "0.5") == 2
+    assert "train_config.lr" in capsys.readouterr().err
+    assert snapshot(run) == before
+    assert train(made, run, "--epochs", "2") == 0  # its own inputs: it resumes

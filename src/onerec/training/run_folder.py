@@ -29,15 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from onerec.data.splits import Split
 from onerec.exceptions import (
     ConfigError,
     CorruptCheckpointError,
     RunIntegrityError,
+    RunFileError,
     RunMismatchError,
 )
 from onerec.runs import fingerprint, ids_fingerprint, read_json, read_safetensors, read_safetensors_metadata
+from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
 
 # settings a resumed run may change without --force-resume: how long it goes on and where it
@@ -129,7 +133,7 @@ def check_resume(
         return None
     record = _record(last, read_safetensors_metadata(last, RESTART_HINT))
     if record is None:  # an older run: compare with the files it wrote beside the checkpoint
-        record = {"sources": {}, "model_config": None, "train_config": None}
+        record = {"sources": _legacy_sources(run_dir), "model_config": None, "train_config": None}
         if (run_dir / "train_config.json").is_file():
             record["train_config"] = read_json(run_dir / "train_config.json",
                                                "restore the file or start a new --out.")  # fmt: skip
@@ -174,6 +178,23 @@ def check_resume(
         "changed": {k: list(v) for k, v in {**diff, **changed}.items()},
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }]  # fmt: skip
+
+
+def _legacy_sources(run_dir: Path) -> dict[str, str]:
+    """Fingerprints of the semantic IDs and users a run folder written before runs recorded
+    their sources holds (its own copies, made when it started)."""
+    sources: dict[str, str] = {}
+    if (run_dir / "semantic_ids.parquet").is_file():
+        items, ids = load_tokenization(run_dir)
+        sources.update(semantic_ids_fingerprints(ids, items.raw))
+    if (run_dir / "users.parquet").is_file():
+        try:
+            users = pq.read_table(run_dir / "users.parquet", columns=["user_id"]).column(0)
+        except (pa.ArrowException, OSError, KeyError) as e:
+            raise RunFileError(f"cannot read its user_id column ({e})",
+                               path=run_dir / "users.parquet", hint=RESTART_HINT) from None  # fmt: skip
+        sources["data.user_ids"] = ids_fingerprint(users.to_numpy(zero_copy_only=False))
+    return sources
 
 
 def _show(value: Any) -> str:

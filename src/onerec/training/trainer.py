@@ -287,6 +287,8 @@ class Trainer:
         self.restart = resume == "restart"
         self.resumes = check_resume(self.run_dir, self.sources, model.config.to_dict(), config,
                                     resume)  # fmt: skip
+        if self.world > 1:
+            dist.barrier()  # every process has read the run folder before rank 0 writes to it
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
