@@ -383,3 +383,13 @@ def test_an_out_that_is_a_file_is_refused(made, tmp_path, capsys, command):
     fails([*(a.format(ds=made / "ds") for a in command), "--out", str(out)],
           ex.OutputExistsError, (str(out), "is a file"), capsys)  # fmt: skip
     assert out.read_text() == "a file"
+
+
+def test_force_resume_cannot_load_weights_into_another_shape(made, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    before = snapshot(run)
+    fails([*plain(made, tmp_path), *TRAIN, "--epochs", "2", "--model", "d_model=64",
+           "--force-resume", "--out", str(run)], ex.CorruptCheckpointError,
+          ("last.safetensors", "shapes differ", "the model config asked for now"), capsys)  # fmt: skip
+    assert snapshot(run) == before

@@ -238,17 +238,30 @@ def read_safetensors_metadata(
                                      hint=hint) from None  # fmt: skip
 
 
+def read_safetensors_shapes(path: str | Path, hint: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CorruptCheckpointError(f"cannot read it as safetensors ({e})", path=path,
+                                     hint=hint) from None  # fmt: skip
+
+
 def check_shapes(
-    tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | Path,
-    config_name: str, note: str = "",
+    tensors: dict[str, Any], expected: dict[str, Any], path: str | Path, config_name: str,
+    note: str = "", hint: str = "keep the weights and the model_config.json of one run together, "
+    "or train again.",
 ) -> None:  # fmt: skip
-    """Every expected tensor is in ``tensors`` with its shape, and nothing else is there; else
-    :class:`CorruptCheckpointError` naming the file, the config file and the first tensors
-    (and ``note``, a likely cause)."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shapes = [f"{k} {tuple(tensors[k].shape)} (the config gives {tuple(v.shape)})"
-              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]  # fmt: skip
+    """Every expected tensor (or shape) is in ``tensors`` with its shape, and nothing else is
+    there; else :class:`CorruptCheckpointError` naming the file, the config file and the first
+    tensors (and ``note``, a likely cause)."""
+    have = {k: tuple(getattr(v, "shape", v)) for k, v in tensors.items()}
+    want = {k: tuple(getattr(v, "shape", v)) for k, v in expected.items()}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    shapes = [f"{k} {have[k]} (the config gives {v})"
+              for k, v in want.items() if k in have and have[k] != v]  # fmt: skip
     if missing or unexpected or shapes:
         parts = []
         if shapes:
@@ -260,7 +273,5 @@ def check_shapes(
         if note:
             parts.append(note)
         raise CorruptCheckpointError(
-            f"the weights do not fit {config_name} beside them: " + ", ".join(parts),
-            path=path,
-            hint=f"keep the weights and {config_name} of one run together, or train again.",
+            f"the weights do not fit {config_name}: " + ", ".join(parts), path=path, hint=hint,
         )

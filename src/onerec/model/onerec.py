@@ -723,7 +723,7 @@ class OneRec(nn.Module):
         tensors, _ = read_safetensors(path, hint="copy the run's model.safetensors again, or "
                                       "train the run again.")  # fmt: skip
         missing = missing_fields(directory / "model_config.json")
-        check_shapes(tensors, model.state_dict(), path, "model_config.json",
+        check_shapes(tensors, model.state_dict(), path, "the model_config.json beside them",
                      note=f"model_config.json lacks the fields {missing} (defaults used)"
                      if missing else "")  # fmt: skip
         model.load_state_dict(tensors)

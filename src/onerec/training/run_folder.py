@@ -40,7 +40,15 @@ from onerec.exceptions import (
     RunFileError,
     RunMismatchError,
 )
-from onerec.runs import fingerprint, ids_fingerprint, read_json, read_safetensors, read_safetensors_metadata
+from onerec.runs import (
+    check_shapes,
+    fingerprint,
+    ids_fingerprint,
+    read_json,
+    read_safetensors,
+    read_safetensors_metadata,
+    read_safetensors_shapes,
+)
 from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
 
@@ -119,12 +127,15 @@ def check_resume(
     sources: dict[str, str],
     model_config: dict[str, Any],
     train_config: Any,
+    model_shapes: dict[str, tuple[int, ...]],
     mode: str = "check",
 ) -> list[dict[str, Any]] | None:
     """The resumes of ``run_dir``, this one last (None when there is nothing to resume, or
     ``mode`` is "restart"): each with the epoch and step it started at, whether it was forced,
     and what changed (``[in the run, now]``). Raises :class:`RunMismatchError` when anything but
-    :data:`RESUMABLE` settings differs and ``mode`` is "check". Reads the checkpoint and
+    :data:`RESUMABLE` settings differs and ``mode`` is "check", and
+    :class:`CorruptCheckpointError` when the checkpoint's weights cannot take the shapes of the
+    model now (``model_shapes``), even when forced. Reads the checkpoint's header and
     ``train_config.json``; writes nothing."""
     if mode not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {RESUME_MODES}, got {mode!r}")
@@ -164,6 +175,10 @@ def check_resume(
             f"{', '.join(RESUMABLE)}.",
             {**refused},
         )
+    shapes = read_safetensors_shapes(last, RESTART_HINT)
+    check_shapes({k[6:]: v for k, v in shapes.items() if k.startswith("model.")}, model_shapes,
+                 last, "the model config asked for now",
+                 hint="resume with the run's model settings, or start over in a new --out.")  # fmt: skip
     epoch, step = _counters(last)
     earlier: list[Any] = []
     if (run_dir / "train_config.json").is_file():

@@ -285,8 +285,9 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
         self.sources = source_fingerprints(split, semantic_ids, item_ids, user_ids)
         self.restart = resume == "restart"
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.resumes = check_resume(self.run_dir, self.sources, model.config.to_dict(), config,
-                                    resume)  # fmt: skip
+                                    shapes, resume)  # fmt: skip
         if self.world > 1:
             dist.barrier()  # every process has read the run folder before rank 0 writes to it
 
@@ -514,7 +515,8 @@ class Trainer:
             raise CorruptCheckpointError("it holds no trainer counters", path=path,
                                          hint=RESTART_HINT)  # fmt: skip
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        check_shapes(weights, self.model.state_dict(), path, "model_config.json")
+        check_shapes(weights, self.model.state_dict(), path, "the model config of this run",
+                     hint=RESTART_HINT)  # fmt: skip
         self.model.load_state_dict(weights)
         for i, p in enumerate(self.model.parameters()):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
