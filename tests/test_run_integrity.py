@@ -216,6 +216,10 @@ def test_a_run_from_before_fingerprints_is_checked_against_its_own_files(made, t
     semantic IDs, users, model config and settings saved beside it."""
     run = copy_run(made, tmp_path)
     save_file(load_file(run / "last.safetensors"), run / "last.safetensors")  # no metadata
+    for name, newer in (("model_config.json", ("item_hash_buckets", "history_features")),
+                        ("train_config.json", ("ema_decay", "features"))):  # fmt: skip
+        saved = json.loads((run / name).read_text())  # as written before these fields existed
+        (run / name).write_text(json.dumps({k: v for k, v in saved.items() if k not in newer}))
     before = snapshot(run)
     assert train(made, run, "--epochs", "2", tokens="tok1") == 2
     assert "semantic_ids.codes" in capsys.readouterr().err
@@ -223,3 +227,5 @@ def test_a_run_from_before_fingerprints_is_checked_against_its_own_files(made, t
     assert "train_config.lr" in capsys.readouterr().err
     assert snapshot(run) == before
     assert train(made, run, "--epochs", "2") == 0  # its own inputs: it resumes
+    (record,) = json.loads((run / "train_config.json").read_text())["resumes"]
+    assert record["changed"] == {"train_config.epochs": [1, 2]}  # absent fields: their defaults

@@ -49,6 +49,7 @@ from onerec.runs import (
     read_safetensors_metadata,
     read_safetensors_shapes,
 )
+from onerec.model.config import OneRecConfig
 from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
 
@@ -61,6 +62,7 @@ TRAINER_FILES = ("last.safetensors", "model.safetensors", "metrics.jsonl", "stat
                  "training.png", "train_config.json", "model_config.json")  # fmt: skip
 _META = "onerec.run"  # the safetensors metadata key of the record
 RESTART_HINT = "this run cannot be resumed: start over in a new --out (or here with --overwrite)."
+_FIX_CONFIG = "restore the file or start a new --out."
 
 
 def semantic_ids_fingerprints(ids: SemanticIds, item_ids: np.ndarray | None) -> dict[str, str]:
@@ -110,16 +112,17 @@ def _record(path: Path, metadata: dict[str, str]) -> dict[str, Any] | None:
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("sources"), dict):
         raise RunIntegrityError(f"the metadata {_META!r} is damaged", path=path,
-                                hint="train the run again.")  # fmt: skip
+                                hint=RESTART_HINT)  # fmt: skip
     return record
 
 
-def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str,
-                 skip: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+def _differences(
+    before: dict[str, Any], now: dict[str, Any], prefix: str
+) -> dict[str, tuple[Any, Any]]:
     """``prefix.key -> (before, now)`` for every key whose value differs (JSON-normalized)."""
     norm = lambda v: json.loads(json.dumps(v, default=list))  # noqa: E731  (tuples vs lists)
     return {f"{prefix}{k}": (before.get(k), now.get(k)) for k in sorted({*before, *now})
-            if k not in skip and norm(before.get(k)) != norm(now.get(k))}  # fmt: skip
+            if norm(before.get(k)) != norm(now.get(k))}  # fmt: skip
 
 
 def check_resume(
@@ -144,14 +147,7 @@ def check_resume(
         return None
     record = _record(last, read_safetensors_metadata(last, RESTART_HINT))
     if record is None:  # an older run: compare with the files it wrote beside the checkpoint
-        record = {"sources": _legacy_sources(run_dir), "model_config": None, "train_config": None}
-        if (run_dir / "train_config.json").is_file():
-            record["train_config"] = read_json(run_dir / "train_config.json",
-                                               "restore the file or start a new --out.")  # fmt: skip
-            record["train_config"].pop("resumes", None)
-        if (run_dir / "model_config.json").is_file():
-            record["model_config"] = read_json(run_dir / "model_config.json",
-                                               "restore the file or start a new --out.")  # fmt: skip
+        record = _legacy_record(run_dir, type(train_config))
     now = asdict(train_config)
     # sources the run did not record (older runs, or raw ids the caller did not give) stay
     # unchecked: only what both sides know is compared
@@ -182,12 +178,10 @@ def check_resume(
     epoch, step = _counters(last)
     earlier: list[Any] = []
     if (run_dir / "train_config.json").is_file():
-        earlier = read_json(run_dir / "train_config.json",
-                            "restore the file or start a new --out.").get("resumes", [])  # fmt: skip
+        earlier = read_json(run_dir / "train_config.json", _FIX_CONFIG).get("resumes", [])
         if not isinstance(earlier, list):
             raise RunIntegrityError(f"'resumes' must be a list, got {earlier!r}",
-                                    path=run_dir / "train_config.json",
-                                    hint="restore the file or start a new --out.")  # fmt: skip
+                                    path=run_dir / "train_config.json", hint=_FIX_CONFIG)  # fmt: skip
     return [*earlier, {
         "epoch": epoch, "step": step, "forced": bool(refused),
         "changed": {k: list(v) for k, v in {**diff, **changed}.items()},
@@ -195,10 +189,20 @@ def check_resume(
     }]  # fmt: skip
 
 
-def _legacy_sources(run_dir: Path) -> dict[str, str]:
-    """Fingerprints of the semantic IDs and users a run folder written before runs recorded
-    their sources holds (its own copies, made when it started)."""
-    sources: dict[str, str] = {}
+def _legacy_record(run_dir: Path, config_class: Any) -> dict[str, Any]:
+    """The record of a run written before runs recorded one, from the files beside its
+    checkpoint: its own copies of the semantic IDs and users, and its configs (fields added
+    since take their defaults, as when it is loaded)."""
+    record: dict[str, Any] = {"sources": {}, "model_config": None, "train_config": None}
+    if (run_dir / "model_config.json").is_file():
+        record["model_config"] = OneRecConfig.read(run_dir / "model_config.json").to_dict()
+    path = run_dir / "train_config.json"
+    if path.is_file():
+        try:
+            record["train_config"] = asdict(config_class.from_dict(read_json(path, _FIX_CONFIG)))
+        except ConfigError as e:
+            raise RunFileError(str(e), path=path, hint=_FIX_CONFIG) from None
+    sources = record["sources"]
     if (run_dir / "semantic_ids.parquet").is_file():
         items, ids = load_tokenization(run_dir)
         sources.update(semantic_ids_fingerprints(ids, items.raw))
@@ -209,7 +213,7 @@ def _legacy_sources(run_dir: Path) -> dict[str, str]:
             raise RunFileError(f"cannot read its user_id column ({e})",
                                path=run_dir / "users.parquet", hint=RESTART_HINT) from None  # fmt: skip
         sources["data.user_ids"] = ids_fingerprint(users.to_numpy(zero_copy_only=False))
-    return sources
+    return record
 
 
 def _show(value: Any) -> str:
