@@ -10,7 +10,10 @@ that says what was expected and how to fix it.
 
 The run folder contract:
 
-- ``model_config.json`` + ``model.safetensors``: the model (:meth:`OneRec.save`);
+- ``model_config.json`` + ``model.safetensors``: the model (:meth:`OneRec.save`); the header
+  of ``model.safetensors`` written by ``onerec train`` records fingerprints of the semantic IDs,
+  users and model config it was trained with, and loading checks the files beside it against
+  them (:mod:`onerec.training.run_folder`);
 - ``semantic_ids.parquet``: the tokenization the model was trained with
   (:func:`~onerec.tokenizer.pipeline.load_tokenization`), which is also the raw item id map;
 - ``train_config.json`` (optional here): ``history_length`` and ``session_items`` of training;

@@ -36,10 +36,11 @@ from onerec.data.splits import Split
 from onerec.exceptions import (
     ConfigError,
     CorruptCheckpointError,
-    RunIntegrityError,
     RunFileError,
+    RunIntegrityError,
     RunMismatchError,
 )
+from onerec.model.config import OneRecConfig
 from onerec.runs import (
     check_shapes,
     fingerprint,
@@ -49,7 +50,6 @@ from onerec.runs import (
     read_safetensors_metadata,
     read_safetensors_shapes,
 )
-from onerec.model.config import OneRecConfig
 from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
 

@@ -7,8 +7,10 @@ training log instead of one per (history, target) pair. The target of column t i
 validation users' next item by trie-constrained beam search; the epoch with the best
 validation Recall@10 is kept, and training stops after ``patience`` epochs without improvement.
 
-A run directory holds ``train_config.json``, ``model_config.json``, ``metrics.jsonl`` (one JSON
-object per logged step and per epoch), ``training.png`` (loss and validation curves),
+A run directory holds ``train_config.json`` (the settings in force, and a ``resumes`` list:
+the epoch each resume started at and what it changed), ``model_config.json``,
+``metrics.jsonl`` (one JSON object per logged step and per epoch), ``training.png`` (loss and
+validation curves),
 ``model.safetensors`` (the best epoch's weights, loadable with ``OneRec.load``),
 ``last.safetensors`` (weights, AdamW moments and counters of the last finished epoch) and
 ``state.json``. Resuming reloads ``last.safetensors`` and continues with the next epoch; each
