@@ -229,3 +229,18 @@ def test_a_run_from_before_fingerprints_is_checked_against_its_own_files(made, t
     assert train(made, run, "--epochs", "2") == 0  # its own inputs: it resumes
     (record,) = json.loads((run / "train_config.json").read_text())["resumes"]
     assert record["changed"] == {"train_config.epochs": [1, 2]}  # absent fields: their defaults
+
+
+def test_quickstart_reruns_into_its_own_folder_and_overwrite_deletes_nothing_else(tmp_path):
+    from onerec.quickstart import run
+
+    precious = tmp_path / "mine" / "onerec" / "notes.txt"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("my work")
+    run(tmp_path / "mine", scale="tiny", progress=False, overwrite=True)
+    assert precious.read_text() == "my work"  # written beside, never deleted
+    first = snapshot(tmp_path / "mine" / "onerec")
+    run(tmp_path / "mine", scale="tiny", progress=False)  # its own folder: no --overwrite needed
+    saved = json.loads((tmp_path / "mine" / "onerec" / "train_config.json").read_text())
+    assert "resumes" not in saved  # a fresh run each time, never a resumed one
+    assert snapshot(tmp_path / "mine" / "onerec")["model.safetensors"] == first["model.safetensors"]
