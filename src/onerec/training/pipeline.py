@@ -30,8 +30,8 @@ from onerec.exceptions import ConfigError
 from onerec.generation.beam_search import rank_examples
 from onerec.model.config import OneRecConfig
 from onerec.model.onerec import OneRec
-from onerec.tokenizer.pipeline import load_tokenization
 from onerec.runs import check_output, claim_output
+from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.trainer import TrainConfig, Trainer, resolve_device
 
@@ -90,9 +90,10 @@ def train_on_dataset(
     torch.manual_seed(config.seed)
     model = OneRec(model_config)
     users = dataset.log.users.raw
+    distributed = init_distributed_from_env() is not None  # before the Trainer: it asks the rank
     trainer = Trainer(model, ids, split, config, out, item_ids=items.raw, user_ids=users,
                       resume="restart" if overwrite else "force" if force_resume else "check")  # fmt: skip
-    if init_distributed_from_env() is None or dist.get_rank() == 0:
+    if not distributed or dist.get_rank() == 0:
         claim_output(out, "train", overwrite)
         source = Path(tokens) / "semantic_ids.parquet"
         if not (out / "semantic_ids.parquet").exists() or not source.samefile(
