@@ -63,6 +63,12 @@ TRAINER_FILES = ("last.safetensors", "model.safetensors", "metrics.jsonl", "stat
 _META = "onerec.run"  # the safetensors metadata key of the record
 RESTART_HINT = "this run cannot be resumed: start over in a new --out (or here with --overwrite)."
 _FIX_CONFIG = "restore the file or start a new --out."
+_SOURCES = {  # what each fingerprint covers, for the error message
+    "data.split": " (the dataset's interactions: training sequences, validation and test targets)",
+    "data.user_ids": " (the dataset's raw user ids)",
+    "semantic_ids.codes": " (the codes in --tokens' semantic_ids.parquet)",
+    "semantic_ids.item_ids": " (the raw item ids in --tokens' semantic_ids.parquet)",
+}
 
 
 def semantic_ids_fingerprints(ids: SemanticIds, item_ids: np.ndarray | None) -> dict[str, str]:
@@ -161,8 +167,8 @@ def check_resume(
     refused = {**diff, **{k: v for k, v in changed.items()
                           if k.removeprefix("train_config.") not in RESUMABLE}}  # fmt: skip
     if refused and mode == "check":
-        lines = "; ".join(f"{k}: {_show(a)} in the run, {_show(b)} now" for k, a, b in
-                          ((k, *v) for k, v in refused.items()))  # fmt: skip
+        lines = "; ".join(f"{k}{_SOURCES.get(k, '')}: {_show(a)} in the run, {_show(b)} now"
+                          for k, a, b in ((k, *v) for k, v in refused.items()))  # fmt: skip
         raise RunMismatchError(
             f"{run_dir} holds a run made from other inputs or settings, so resuming it would mix "
             f"them: {lines}. Fix: start over in a new --out (or pass --overwrite to replace "
