@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from onerec import __version__
 from onerec.exceptions import (
     CorruptCheckpointError,
     DeviceUnavailableError,
@@ -88,7 +89,8 @@ def check_output(folder: str | Path, command: str, overwrite: bool = False) -> b
         what = f"`onerec {owner}`"
     else:
         names = sorted(p.name for p in folder.iterdir())
-        what = f"no onerec command (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        what = f"no onerec command (it holds {shown})"
     raise OutputExistsError(
         f"--out {folder} already exists and was made by {what}, not `onerec {command}`: writing "
         f"there would mix or replace its files. Fix: choose a new --out, or pass --overwrite to "
@@ -101,8 +103,6 @@ def claim_output(folder: str | Path, command: str, overwrite: bool = False) -> P
     folder = Path(folder)
     check_output(folder, command, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
-    from onerec import __version__
-
     record = {"command": command, "onerec": __version__,
               "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     (folder / OWNER_FILE).write_text(json.dumps(record, indent=2))
