@@ -41,6 +41,7 @@ from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
 from onerec.evaluation import exclude_seen_selected
 from onerec.model.config import parse_overrides
 from onerec.runinfo import environment, peak_rss_bytes
+from onerec.runs import safe_name
 from onerec.tokenizer.pipeline import (
     TokenizeConfig,
     load_tokenization,
@@ -116,7 +117,7 @@ def run(source: str, args: argparse.Namespace) -> dict:
     times: dict[str, float] = {}
     start = time.perf_counter()
     ds = load_dataset(source, args.data_dir)
-    name = ds.name
+    name = safe_name(ds.name)  # it names folders and files: it may not leave them
     split = leave_one_out(ds.log, history_length=args.history_length)
 
     t = time.perf_counter()

@@ -61,6 +61,12 @@ def _read_source(source: str, args: argparse.Namespace):
     )
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when another command (or no onerec command) "
+                   "made it; files of the same names are replaced, nothing else is deleted")
+
+
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="dataset name (beauty, yelp, ...), saved dataset folder, or file")
     _add_data_dir(p)
@@ -111,8 +117,11 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
+    from onerec.runs import check_output, claim_output
+
+    check_output(args.out, "data convert", args.overwrite)
     ds = _load(args.source, args)
-    out = ds.save(args.out)
+    out = ds.save(claim_output(args.out, "data convert", args.overwrite))
     print(f"wrote {ds.name} ({ds.num_users:,} users, {ds.num_items:,} items, "
           f"{len(ds.log):,} interactions) to {out}")
     return 0
@@ -121,7 +130,9 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 def cmd_data_split(args: argparse.Namespace) -> int:
     from onerec.data.sessions import SessionQualityFilter, assign_sessions
     from onerec.data.splits import leave_one_out, temporal_split
+    from onerec.runs import check_output, claim_output
 
+    check_output(args.out, "data split", args.overwrite)
     ds = _load(args.source, args)
     log = ds.log
     reports = []
@@ -149,7 +160,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
             targets=args.targets,
         )
     split.reports[:0] = reports
-    split.save(args.out)
+    split.save(claim_output(args.out, "data split", args.overwrite))
     for r in split.reports:
         print(r)
     s = split.summary()
@@ -163,8 +174,10 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     from onerec.data.splits import leave_one_out
     from onerec.embeddings import EmbeddingConfig, item_embeddings
+    from onerec.runs import check_output, claim_output
     from onerec.tokenizer.pipeline import TokenizeConfig, report_markdown, save_tokenization, tokenize
 
+    check_output(args.out, "tokenize", args.overwrite)
     ds = _load(args.source, args)
     emb_config = EmbeddingConfig(
         sources=tuple(args.embeddings.split(",")),
@@ -186,7 +199,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     )
     result = tokenize(x, config)
     out = save_tokenization(
-        args.out, result, ds.log.items,
+        claim_output(args.out, "tokenize", args.overwrite), result, ds.log.items,
         {"dataset": ds.name, "embeddings": asdict(emb_config), "embedding_dim": int(x.shape[1])},
     )  # fmt: skip
     print(f"{ds.name}: {ds.num_items:,} items -> {result.semantic_ids.n_levels} codes each "
@@ -211,7 +224,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     overrides = parse_overrides(args.model or ())
     run = train_on_dataset(_load(args.source, args), args.tokens, args.out, config,
-                           preset=args.preset, model_overrides=overrides)  # fmt: skip
+                           preset=args.preset, model_overrides=overrides,
+                           overwrite=args.overwrite, force_resume=args.force_resume)  # fmt: skip
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:  # under torchrun, one report
@@ -267,7 +281,7 @@ def _numbers(text: str, option: str) -> list[float]:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from onerec.baselines.benchmark import run_benchmark
+    from onerec.baselines.benchmark import markdown_table, run_benchmark
     from onerec.baselines.train import BaselineTrainConfig
 
     config = BaselineTrainConfig(
@@ -277,14 +291,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     result = run_benchmark(args.dataset, args.models.split(","), args.out, data_dir=args.data_dir,
                            config=config, work_dir=args.work_dir,
                            progress=not args.quiet)  # fmt: skip
-    print((Path(args.out) / f"baselines_{result['dataset']}.md").read_text())
+    print(markdown_table(result))
     return 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
 
-    run(Path(args.out), seed=args.seed, scale=args.scale)
+    run(Path(args.out), seed=args.seed, scale=args.scale, overwrite=args.overwrite)
     return 0
 
 
@@ -308,11 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv = dsub.add_parser("convert", help="convert a dataset to onerec's Parquet layout")
     _add_source(conv)
     conv.add_argument("--out", required=True, help="output folder")
+    _add_overwrite(conv)
     conv.set_defaults(func=cmd_data_convert)
 
     split = dsub.add_parser("split", help="train/validation/test split (and session filter)")
     _add_source(split)
     split.add_argument("--out", required=True, help="output folder")
+    _add_overwrite(split)
     split.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "temporal"])
     split.add_argument("--history-length", type=int, default=20)
     split.add_argument("--min-interactions", type=int, default=3)
@@ -333,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("tokenize", help="item embeddings -> semantic IDs, with a quality report")
     _add_source(tok)
     tok.add_argument("--out", required=True, help="output folder")
+    _add_overwrite(tok)
     tok.add_argument("--embeddings", default="text",
                      help="comma-separated sources: text, attributes, collaborative, vectors")
     tok.add_argument("--text-fields", default=None, help="comma-separated item text columns")
@@ -349,7 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train OneRec by next-token prediction (leave-one-out split)")
     _add_source(tr)
     tr.add_argument("--tokens", required=True, help="folder written by `onerec tokenize`")
-    tr.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
+    tr.add_argument("--out", required=True,
+                    help="run folder (an existing run is resumed when made from the same data, "
+                    "semantic IDs, model and settings; more --epochs, --patience, "
+                    "--max-seconds or another --device may change)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="start over in --out: replace the run there (or write into a folder "
+                    "another command made)")
+    tr.add_argument("--force-resume", action="store_true",
+                    help="resume the run in --out even with other inputs or settings (what "
+                    "changed is recorded in train_config.json)")
     # not argparse choices: listing them would import torch for every `onerec` call; an
     # unknown name stops with a ConfigError that lists the presets
     tr.add_argument("--preset", default="small",
@@ -428,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="simulate a platform, train OneRec and baselines, "
                         "grade their sessions")
     qs.add_argument("--out", default="runs/quickstart")
+    _add_overwrite(qs)
     qs.add_argument("--seed", type=int, default=0)
     qs.add_argument("--scale", choices=["default", "tiny"], default="default",
                     help="default: about 10 minutes on a 2-core CPU; tiny: seconds (a smoke test)")
@@ -444,8 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except OneRecError as e:
-        print(f"onerec: error: {e}", file=sys.stderr)
+        print(f"onerec: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine, not the input: a full disk, a folder it may not write
+        print(f"onerec: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

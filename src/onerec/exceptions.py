@@ -232,3 +232,41 @@ class SimulatorError(OneRecError, ValueError):
     """The simulator's oracle or response sampler was given users, sessions or times it cannot
     score: ids out of range, a session array that is not 2-D, padding (-1) before an item, or a
     time outside [0, 1]."""
+
+
+# --- run folders and output folders (issue 23) ------------------------------------------------
+class RunFileError(DataError):
+    """A file of a run, tokenization or model folder is missing, not valid JSON, lacks a field,
+    or holds a value of the wrong type; ``path`` names the file."""
+
+
+class CorruptCheckpointError(RunFileError):
+    """A safetensors file (``model.safetensors``, ``last.safetensors``) is truncated, corrupt,
+    or holds tensors that do not fit the model config beside it."""
+
+
+class RunIntegrityError(RunFileError):
+    """A run folder's parts do not belong together: the weights were trained with other semantic
+    IDs, another model config or other users than the files beside them."""
+
+
+class RunMismatchError(ConfigError):
+    """Resuming a run with other data, semantic IDs, model config or training settings than the
+    run was made with. ``differences`` maps each differing field to ``(in the run, now)``."""
+
+    def __init__(self, message: str, differences: dict[str, tuple[object, object]]) -> None:
+        self.differences = differences
+        super().__init__(message)
+
+
+class OutputExistsError(OneRecError, FileExistsError):
+    """An output folder exists and was not made by the command writing into it (or is a file)."""
+
+
+class UnsafeNameError(ConfigError):
+    """A name taken from data (a dataset name) cannot be made into a file name inside the
+    output folder."""
+
+
+class DeviceUnavailableError(ConfigError):
+    """A torch device name is malformed or names a device this machine does not have."""

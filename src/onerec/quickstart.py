@@ -51,7 +51,6 @@ same machine and thread count). ``scale="tiny"`` is a seconds-long configuration
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -72,6 +71,7 @@ from onerec.data.schema import Dataset
 from onerec.data.splits import leave_one_out
 from onerec.exceptions import ConfigError
 from onerec.generation import beam_search_sessions
+from onerec.runs import claim_output
 from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
 from onerec.training import TrainConfig
@@ -171,11 +171,12 @@ def run(
     scale: str = "default",
     config: QuickstartConfig | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """The whole pipeline into ``out``; returns what ``rewards.json`` holds."""
+    """The whole pipeline into ``out``; returns what ``rewards.json`` holds. An ``out`` that
+    exists and was not made by the quickstart is refused unless ``overwrite``."""
     cfg = config or QuickstartConfig.scale(scale, seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(out, "quickstart", overwrite)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -240,7 +241,6 @@ def run(
     with _stage(f"train OneRec (next {cfg.onerec_train_items or cfg.session_items} items as "
                 "each target)"):
         t = time.perf_counter()
-        shutil.rmtree(out / "onerec", ignore_errors=True)  # a fresh run, never a resumed one
         train_config = TrainConfig(
             session_items=cfg.onerec_train_items or cfg.session_items,
             history_length=cfg.history_length,
@@ -249,7 +249,7 @@ def run(
         )  # fmt: skip
         trained = train_on_dataset(train_ds, out / "semantic_ids", out / "onerec", train_config,
                                    preset=cfg.onerec_preset, model_overrides=cfg.onerec_model,
-                                   progress=progress)  # fmt: skip
+                                   progress=progress, overwrite=True)  # a fresh run, never resumed
         onerec = trained.model.eval()
         print(f"  {onerec.num_parameters():,} parameters; {trained.state}")
         seconds["train_onerec"] = time.perf_counter() - t

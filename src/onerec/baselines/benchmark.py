@@ -12,7 +12,9 @@
    (:func:`onerec.evaluation.exclude_seen_selected`), every record keeps standard errors.
 
 Writes ``baselines_<dataset>.json`` (commit, machine, configs, per-epoch logs, metrics, seconds,
-published numbers) and ``baselines_<dataset>.md`` (one table). Models of an earlier run of the
+published numbers) and ``baselines_<dataset>.md`` (one table); ``<dataset>`` is the dataset's
+name made safe as a file name (:func:`onerec.runs.safe_name`: ``../x`` becomes ``_x``), so it
+never leaves ``out_dir``. Nothing else in ``out_dir`` is touched. Models of an earlier run of the
 same dataset in ``out_dir`` are kept unless run again (the file is read again before each
 write), so models can be run one at a time, or side by side.
 """
@@ -38,8 +40,9 @@ from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
 from onerec.evaluation import evaluate, exclude_seen_selected
-from onerec.exceptions import UnknownModelError
+from onerec.exceptions import OutputExistsError, RunFileError, UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
+from onerec.runs import read_json, safe_name
 from onerec.training.pipeline import METRICS
 
 
@@ -164,20 +167,24 @@ def run_benchmark(
     config = config or BaselineTrainConfig()
     dataset = load_dataset(dataset_name, data_dir)
     split = leave_one_out(dataset.log, history_length=config.max_length)
+    stem = safe_name(dataset.name)  # the name comes from data: it may not leave out_dir
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is a file, not a folder. Fix: choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"baselines_{dataset.name}.json"
+    path = out / f"baselines_{stem}.json"
+    _records(path)  # an unreadable earlier record stops the run before any training
     ours: dict[str, Any] = {}
     for name in names:
         if name == "tiger":
-            work = Path(work_dir) / f"tiger_{dataset.name}"
+            work = Path(work_dir) / f"tiger_{stem}"
             ours[name] = run_tiger(dataset, config, work, tiger, progress, data_dir)
         else:
             ours[name] = run_model(name, dataset, split, config, progress)
         # the table keeps models from earlier runs: each record names the code that made it
         ours[name]["commit"] = environment()["commit"]
         # read the file again just before writing: another run may have added models meanwhile
-        records = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
+        records = _records(path)
         records.update(ours)
         result = {
             "benchmark": "baselines",
@@ -193,10 +200,22 @@ def run_benchmark(
             "models": {m: records[m] for m in [*ALL_MODELS, *records] if m in records},
         }
         path.write_text(json.dumps(result, indent=2, default=str))
-        (out / f"baselines_{dataset.name}.md").write_text(markdown_table(result))
+        (out / f"baselines_{stem}.md").write_text(markdown_table(result))
         if progress:
             print(markdown_row(ours[name]), flush=True)
     return result
+
+
+def _records(path: Path) -> dict[str, Any]:
+    """The model records of an earlier run's ``baselines_<dataset>.json`` ({} when none)."""
+    if not path.exists():
+        return {}
+    hint = f"move {path} away; the benchmark then writes a new one."
+    models = read_json(path, hint).get("models", {})
+    if not isinstance(models, dict):
+        raise RunFileError(f"'models' must be an object, got {type(models).__name__}", path=path,
+                           hint=hint)  # fmt: skip
+    return models
 
 
 def _fmt(values: Sequence[float | None]) -> str:

@@ -53,6 +53,8 @@ class EmbeddingConfig:
             raise EmbeddingError("the 'vectors' source needs vectors_path (a .npy or .parquet file)")
         if self.dim < 1:
             raise EmbeddingError(f"dim must be >= 1, got {self.dim}")
+        if self.fused_dim is not None and self.fused_dim < 1:
+            raise EmbeddingError(f"fused_dim must be >= 1 or None (no PCA), got {self.fused_dim}")
 
 
 def _cached(key: dict, compute: Callable[[], np.ndarray], use_cache: bool) -> np.ndarray:

@@ -38,11 +38,17 @@ def load_vectors(path: str | Path, items: IdMap, column: str | None = None) -> n
     """``(len(items), dim)`` vectors from ``.npy`` (rows in item-index order) or ``.parquet``
     (an ``id`` column and one list/fixed-size-list column, or several float columns)."""
     p = Path(path)
-    if p.suffix == ".npy":
-        return check_embeddings(np.load(p, allow_pickle=False), len(items), p.name)
-    if p.suffix != ".parquet":
+    if p.suffix not in (".npy", ".parquet"):
         raise EmbeddingError(f"{p.name}: expected a .npy or .parquet file of item vectors")
-    table = pq.read_table(p)
+    if not p.is_file():
+        raise EmbeddingError(f"{p}: no such file of item vectors (--vectors)")
+    try:  # never unpickled: an .npy of objects is refused
+        data = np.load(p, allow_pickle=False) if p.suffix == ".npy" else pq.read_table(p)
+    except (ValueError, OSError, EOFError, pa.ArrowException) as e:
+        raise EmbeddingError(f"{p}: cannot read it as {p.suffix[1:]} item vectors ({e})") from None
+    if p.suffix == ".npy":
+        return check_embeddings(data, len(items), p.name)
+    table = data
     if "id" not in table.column_names:
         raise EmbeddingError(f"{p.name}: needs an 'id' column naming each row's item")
     rows = items.index(table.column("id").to_numpy(zero_copy_only=False), path=p)

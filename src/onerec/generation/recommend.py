@@ -10,7 +10,10 @@ that says what was expected and how to fix it.
 
 The run folder contract:
 
-- ``model_config.json`` + ``model.safetensors``: the model (:meth:`OneRec.save`);
+- ``model_config.json`` + ``model.safetensors``: the model (:meth:`OneRec.save`); the header
+  of ``model.safetensors`` written by ``onerec train`` records fingerprints of the semantic IDs,
+  users and model config it was trained with, and loading checks the files beside it against
+  them (:mod:`onerec.training.run_folder`);
 - ``semantic_ids.parquet``: the tokenization the model was trained with
   (:func:`~onerec.tokenizer.pipeline.load_tokenization`), which is also the raw item id map;
 - ``train_config.json`` (optional here): ``history_length`` and ``session_items`` of training;
@@ -27,7 +30,6 @@ reported in the result (``Recommendation.anonymous``), not raised.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,13 +49,16 @@ from onerec.exceptions import (
     HistoryTooLongError,
     ModelError,
     RecommendationError,
+    RunFileError,
     SessionSizeError,
     UnknownItemError,
 )
 from onerec.generation.beam_search import beam_search_sessions
 from onerec.model.onerec import OneRec
+from onerec.runs import ids_fingerprint, read_json, read_safetensors_metadata, resolve_device
 from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
+from onerec.training.run_folder import check_served, semantic_ids_fingerprints
 
 ANONYMOUS = -1  # the model's user index for a user it has not seen
 _SHOWN_IDS = 5  # unknown ids listed in an error message
@@ -178,7 +183,12 @@ class Recommender:
 
         ``history_length`` and the default session length come from ``train_config.json``
         when it is there (the values the model was trained with), else from the model config.
+        The weights must belong with the model config, semantic IDs and users beside them (the
+        fingerprints ``onerec train`` records in ``model.safetensors``, and every tensor's
+        shape): :class:`~onerec.exceptions.RunIntegrityError` or
+        :class:`~onerec.exceptions.CorruptCheckpointError` otherwise, naming the file.
         """
+        device = resolve_device(str(device))
         run = Path(run_dir)
         if not run.is_dir():
             raise DataError(
@@ -193,6 +203,12 @@ class Recommender:
             )
         model = OneRec.load(run, device)
         items, semantic_ids = load_tokenization(run)
+        users = _read_users(run / "users.parquet")
+        sources = semantic_ids_fingerprints(semantic_ids, items.raw)
+        if users is not None:
+            sources["data.user_ids"] = ids_fingerprint(users)
+        check_served(run / "model.safetensors", read_safetensors_metadata(run / "model.safetensors"),
+                     sources, model.config.to_dict())  # fmt: skip
         train = _read_train_config(run / "train_config.json")
         history_length = train.get("history_length")
         if _is_int(history_length):
@@ -200,7 +216,6 @@ class Recommender:
         session_items = train.get("session_items")
         if _is_int(session_items):
             session_items = min(session_items, model.config.max_session_items)
-        users = _read_users(run / "users.parquet")
         names = train.get("features")
         return cls(
             model, semantic_ids, items, users,
@@ -513,13 +528,17 @@ def _read_train_config(path: Path) -> dict[str, Any]:
     """``train_config.json`` as a dict ({} when the file is absent)."""
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read it as JSON ({e})", path=path,
-                        hint="restore the file written by `onerec train`.") from e  # fmt: skip
-    if not isinstance(config, dict):
-        raise DataError("expected a JSON object", path=path)
+    config = read_json(path, "restore the file written by `onerec train`.")
+    for name in ("history_length", "session_items"):
+        if name in config and not (_is_int(config[name]) and config[name] >= 1):
+            raise RunFileError(f"{name} must be an int >= 1, got {config[name]!r}", path=path,
+                               hint="restore the file written by `onerec train`.")  # fmt: skip
+    names = config.get("features")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+    ):
+        raise RunFileError(f"features must be a list of names, got {names!r}", path=path,
+                           hint="restore the file written by `onerec train`.")  # fmt: skip
     return config
 
 
@@ -527,7 +546,11 @@ def _read_users(path: Path) -> np.ndarray | None:
     """The raw user ids of ``users.parquet`` in index order (None when the file is absent)."""
     if not path.is_file():
         return None
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise RunFileError(f"cannot read it as Parquet ({e})", path=path,
+                           hint="restore users.parquet written by `onerec train`.") from None  # fmt: skip
     if "user_id" not in table.column_names:
         raise DataError(
             f"expected a column 'user_id', got {table.column_names}", path=path,

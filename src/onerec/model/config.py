@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as dataclass_replace
+from pathlib import Path
 from typing import Any, Sequence
 
-from onerec.exceptions import ConfigError
+from onerec.exceptions import ConfigError, RunFileError
+from onerec.runs import read_json
 
 MOE_BALANCE_MODES = ("aux_loss", "bias", "none")
 
@@ -203,13 +205,21 @@ class OneRecConfig:
 
     # --- presets and files -----------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, level_sizes: Sequence[int], **overrides: Any) -> "OneRecConfig":
+    def preset(cls, name: str, level_sizes: Sequence[int], /, **overrides: Any) -> "OneRecConfig":
         """The named preset ("tiny", "small", "base", "large") for a tokenizer's level sizes."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown config fields {sorted(unknown)}")
+            raise ConfigError(
+                f"unknown config fields {sorted(unknown)}; known: "
+                f"{sorted(f.name for f in fields(cls) if f.name != 'level_sizes')}"
+            )
+        if "level_sizes" in overrides:
+            raise ConfigError(
+                "level_sizes cannot be overridden: it comes from the semantic IDs (--tokens); "
+                "tokenize with other --levels / --codebook-size instead"
+            )
         return cls(level_sizes=list(level_sizes), **{**PRESETS[name], **overrides})
 
     def replace(self, **changes: Any) -> "OneRecConfig":
@@ -230,6 +240,29 @@ class OneRecConfig:
         if "level_sizes" not in d:
             raise ConfigError("OneRecConfig needs level_sizes (from the tokenizer)")
         return cls(**d)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "OneRecConfig":
+        """The config a run saved in ``path`` (``model_config.json``); any problem (not JSON,
+        no ``level_sizes``, a value out of range) is a :class:`RunFileError` naming the file.
+        Fields it lacks take their defaults: runs written before a field existed (for example
+        ``history_features``) load as they were made; :func:`missing_fields` lists them."""
+        hint = "restore the model_config.json written with the weights (OneRec.save)."
+        try:
+            return cls.from_dict(read_json(path, hint))
+        except RunFileError:
+            raise
+        except (ConfigError, TypeError) as e:
+            raise RunFileError(str(e), path=path, hint=hint) from None
+
+
+def missing_fields(path: str | Path) -> list[str]:
+    """The config fields a saved ``model_config.json`` lacks (defaults were used for them)."""
+    try:
+        saved = read_json(path, "")
+    except RunFileError:
+        return []
+    return [f.name for f in fields(OneRecConfig) if f.name not in saved]
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

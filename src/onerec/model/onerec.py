@@ -41,12 +41,13 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from onerec.exceptions import ModelError
-from onerec.model.config import OneRecConfig
+from onerec.model.config import OneRecConfig, missing_fields
 from onerec.model.tokens import TokenLayout
+from onerec.runs import check_shapes, read_safetensors
 
 # --- building blocks ----------------------------------------------------------------------------
 
@@ -696,13 +697,14 @@ class OneRec(nn.Module):
         return self.logits(self.dec_norm(x[:, -1]), level), cache
 
     # --- files ----------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model_config.json`` and ``model.safetensors`` (weights and routing biases)."""
+    def save(self, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        """Write ``model_config.json`` and ``model.safetensors`` (weights and routing biases;
+        ``metadata`` goes into its header, e.g. what the run was trained from)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "model_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
+        save_file(state, str(directory / "model.safetensors"), metadata=metadata)
         return directory
 
     @classmethod
@@ -715,16 +717,16 @@ class OneRec(nn.Module):
                     f"{directory / name} not found: expected a model folder written by "
                     f"OneRec.save or `onerec train` (model_config.json + model.safetensors)"
                 )
-        config = OneRecConfig.from_dict(json.loads((directory / "model_config.json").read_text()))
+        config = OneRecConfig.read(directory / "model_config.json")
         model = cls(config)
-        missing, unexpected = model.load_state_dict(
-            load_file(str(directory / "model.safetensors")), strict=False
-        )
-        if missing or unexpected:
-            raise ModelError(
-                f"{directory / 'model.safetensors'} does not fit its config: missing "
-                f"{missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        path = directory / "model.safetensors"
+        tensors, _ = read_safetensors(path, hint="copy the run's model.safetensors again, or "
+                                      "train the run again.")  # fmt: skip
+        missing = missing_fields(directory / "model_config.json")
+        check_shapes(tensors, model.state_dict(), path, "the model_config.json beside them",
+                     note=f"model_config.json lacks the fields {missing} (defaults used)"
+                     if missing else "")  # fmt: skip
+        model.load_state_dict(tensors)
         return model.to(device).eval()
 
     # --- MoE and parameter bookkeeping ---------------------------------------------------------

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from onerec.data.schema import IdMap
-from onerec.exceptions import ConfigError, DataError
+from onerec.exceptions import ConfigError, DataError, RunFileError
 from onerec.tokenizer.residual import (
     QualityReport,
     ResidualKMeansQuantizer,
@@ -54,6 +54,11 @@ class TokenizeConfig:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.levels < 1:
             raise ConfigError(f"levels must be >= 1, got {self.levels}")
+        if self.codebook_size is not None and self.codebook_size < 2:
+            raise ConfigError(
+                f"codebook_size must be >= 2 (one code per level says nothing about an item) or "
+                f"None to size it from the catalog, got {self.codebook_size}"
+            )
 
 
 @dataclass
@@ -154,19 +159,37 @@ def save_semantic_ids(
 
 
 def load_tokenization(directory: str | Path) -> tuple[IdMap, SemanticIds]:
-    """The item id map and the semantic IDs saved by :func:`save_tokenization`."""
+    """The item id map and the semantic IDs saved by :func:`save_tokenization`. A damaged
+    ``semantic_ids.parquet`` (not Parquet, no ``item_id`` or ``code_*`` columns, no level sizes
+    in its metadata, nulls) is a :class:`RunFileError` naming the file."""
     path = Path(directory) / "semantic_ids.parquet"
     if not path.exists():
         raise DataError(f"{directory} holds no semantic_ids.parquet", hint="run `onerec tokenize`.")
-    table = pq.read_table(path)
+    hint = "write it again with `onerec tokenize` (or copy the run's own)."
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise RunFileError(f"cannot read it as Parquet ({e})", path=path, hint=hint) from None
     meta = table.schema.metadata or {}
-    level_sizes = json.loads(meta[b"level_sizes"])
     cols = [c for c in table.column_names if c.startswith("code_")]
+    try:
+        level_sizes = json.loads(meta[b"level_sizes"])
+        base_levels, collisions = int(meta[b"base_levels"]), float(meta[b"collision_rate_before"])
+    except (KeyError, ValueError) as e:
+        raise RunFileError(
+            f"its metadata lacks a valid level_sizes, base_levels or collision_rate_before ({e!r})",
+            path=path, hint=hint,
+        ) from None  # fmt: skip
+    if "item_id" not in table.column_names or not cols:
+        raise RunFileError(f"expected columns item_id, code_0, code_1, ..., got "
+                           f"{table.column_names}", path=path, hint=hint)  # fmt: skip
+    nulls = [c for c in ("item_id", *cols) if table.column(c).null_count]
+    if nulls:
+        raise RunFileError(f"columns {nulls} hold empty values", path=path, hint=hint)
     codes = torch.from_numpy(np.stack([table.column(c).to_numpy() for c in cols], axis=1).astype(np.int64))
     ids = IdMap.from_saved(table.column("item_id").to_numpy(zero_copy_only=False), "item", path)
     sem = SemanticIds(
-        as_code_table(codes, level_sizes, str(path)), level_sizes, int(meta[b"base_levels"]),
-        float(meta[b"collision_rate_before"]),
+        as_code_table(codes, level_sizes, str(path)), level_sizes, base_levels, collisions,
     )  # fmt: skip
     if len(torch.unique(sem.codes, dim=0)) != len(sem.codes):
         raise DataError("two items share a code sequence", path=path, hint="tokenize again.")

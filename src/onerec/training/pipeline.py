@@ -2,8 +2,9 @@
 
 ``train_on_dataset`` is what ``onerec train`` and the benchmarks run. The run folder it writes
 is self-contained for serving (``onerec recommend``): beside the trainer's files it holds a copy
-of the semantic IDs (``semantic_ids.parquet``) and the raw user ids (``users.parquet``, row i =
-user index i).
+of the semantic IDs (``semantic_ids.parquet``), the raw user ids (``users.parquet``, row i =
+user index i), ``run.json`` (dataset name, tokens folder, preset, overrides and the run's
+fingerprints) and ``onerec_output.json`` (made by ``onerec train``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from onerec.exceptions import ConfigError
 from onerec.generation.beam_search import rank_examples
 from onerec.model.config import OneRecConfig
 from onerec.model.onerec import OneRec
+from onerec.runs import check_output, claim_output
 from onerec.tokenizer.pipeline import load_tokenization
 from onerec.tokenizer.residual import SemanticIds
-from onerec.training.trainer import TrainConfig, Trainer
+from onerec.training.trainer import TrainConfig, Trainer, resolve_device
 
 
 @dataclass
@@ -52,14 +54,25 @@ def train_on_dataset(
     preset: str = "small",
     model_overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    force_resume: bool = False,
 ) -> TrainedRun:
     """Leave-one-out split of ``dataset`` (history ``config.history_length``), the semantic IDs
     saved by ``onerec tokenize`` in ``tokens``, a ``preset`` model (with ``model_overrides``), and
-    a :class:`Trainer` writing into ``out``. An ``out`` that already holds a run is resumed with
-    its own model config (``model_overrides`` must then agree with it). With
-    ``config.features`` the split carries those side features and the model reads them
-    (``history_features``)."""
+    a :class:`Trainer` writing into ``out``. With ``config.features`` the split carries those side
+    features and the model reads them (``history_features``).
+
+    An ``out`` that holds a run (``onerec train``'s) is resumed, only when it was made from the
+    same dataset, semantic IDs, model config and settings (:mod:`onerec.training.run_folder`);
+    ``force_resume`` resumes it anyway, recorded in ``train_config.json``. ``overwrite`` starts
+    over (the earlier run's files are replaced) and also writes into a folder another command
+    made. Everything is checked before anything is written: a failed start leaves no folder."""
+    if overwrite and force_resume:
+        raise ConfigError("--overwrite starts the run over and --force-resume continues it: "
+                          "pass one of them")  # fmt: skip
     out = Path(out)
+    check_output(out, "train", overwrite)
+    resolve_device(config.device)
     items, ids = load_tokenization(tokens)
     if not np.array_equal(items.raw, dataset.log.items.raw):
         raise ConfigError(
@@ -74,25 +87,24 @@ def train_on_dataset(
         settings["history_features"] = len(config.features)
     settings.update(model_overrides or {})
     model_config = OneRecConfig.preset(preset, ids.level_sizes, **settings)
-    saved = out / "model_config.json"
-    if (out / "last.safetensors").exists() and saved.exists():
-        previous = OneRecConfig.from_dict(json.loads(saved.read_text()))
-        if previous != model_config:
-            raise ConfigError(
-                f"{out} holds a run of another model config; resume it with the same settings "
-                f"or choose a new --out"
-            )
     torch.manual_seed(config.seed)
     model = OneRec(model_config)
-    if init_distributed_from_env() is None or dist.get_rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(tokens) / "semantic_ids.parquet", out / "semantic_ids.parquet")
-        users = pa.table({"user_id": pa.array(dataset.log.users.raw)})
-        pq.write_table(users, out / "users.parquet")
+    users = dataset.log.users.raw
+    distributed = init_distributed_from_env() is not None  # before the Trainer: it asks the rank
+    trainer = Trainer(model, ids, split, config, out, item_ids=items.raw, user_ids=users,
+                      resume="restart" if overwrite else "force" if force_resume else "check")  # fmt: skip
+    if not distributed or dist.get_rank() == 0:
+        claim_output(out, "train", overwrite)
+        source = Path(tokens) / "semantic_ids.parquet"
+        if not (out / "semantic_ids.parquet").exists() or not source.samefile(
+            out / "semantic_ids.parquet"
+        ):  # --overwrite may write a run into its own tokens folder
+            shutil.copyfile(source, out / "semantic_ids.parquet")
+        pq.write_table(pa.table({"user_id": pa.array(users)}), out / "users.parquet")
         (out / "run.json").write_text(json.dumps(
             {"dataset": dataset.name, "tokens": str(tokens), "preset": preset,
-             "model_overrides": model_overrides or {}, "describe": model.describe()}, indent=2))  # fmt: skip
-    trainer = Trainer(model, ids, split, config, out)
+             "model_overrides": model_overrides or {}, "describe": model.describe(),
+             "fingerprints": trainer.sources}, indent=2))  # fmt: skip
     state = trainer.fit(progress=progress)
     return TrainedRun(trainer.model, trainer.ids, split, state, out)
 

@@ -7,13 +7,18 @@ training log instead of one per (history, target) pair. The target of column t i
 validation users' next item by trie-constrained beam search; the epoch with the best
 validation Recall@10 is kept, and training stops after ``patience`` epochs without improvement.
 
-A run directory holds ``train_config.json``, ``model_config.json``, ``metrics.jsonl`` (one JSON
-object per logged step and per epoch), ``training.png`` (loss and validation curves),
+A run directory holds ``train_config.json`` (the settings in force, and a ``resumes`` list:
+the epoch each resume started at and what it changed), ``model_config.json``,
+``metrics.jsonl`` (one JSON object per logged step and per epoch), ``training.png`` (loss and
+validation curves),
 ``model.safetensors`` (the best epoch's weights, loadable with ``OneRec.load``),
 ``last.safetensors`` (weights, AdamW moments and counters of the last finished epoch) and
 ``state.json``. Resuming reloads ``last.safetensors`` and continues with the next epoch; each
 epoch's batching and dropout are seeded by ``seed + epoch``, so a run killed mid-epoch and
-resumed reproduces the uninterrupted run exactly (on the same machine and thread count).
+resumed reproduces the uninterrupted run exactly (on the same machine and thread count). A run
+resumes only with the data, semantic IDs, model config and settings it was made with (apart
+from :data:`~onerec.training.run_folder.RESUMABLE` settings); see
+:mod:`onerec.training.run_folder` for the record and ``resume="force"``.
 
 Data parallel: launched under ``torchrun`` (``torch.distributed`` initialized before the
 Trainer is made), every process builds the same batches and takes every world-size-th window of
@@ -25,29 +30,42 @@ global batch. Rank 0 validates and writes the run directory.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
 from onerec.evaluation import evaluate
-from onerec.exceptions import ConfigError
+from onerec.exceptions import ConfigError, CorruptCheckpointError
 from onerec.generation.beam_search import rank_examples
 from onerec.model.onerec import OneRec
 from onerec.model.tokens import pad_features, pad_history
+from onerec.runs import check_shapes, read_safetensors, resolve_device
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.plots import plot_metrics
+from onerec.training.run_folder import (
+    RESTART_HINT,
+    TRAINER_FILES,
+    check_resume,
+    checkpoint_metadata,
+    source_fingerprints,
+    train_config_record,
+    weights_metadata,
+)
 from onerec.training.windows import length_batches, training_windows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The settings of a ``train_config.json`` (its ``resumes`` record is not a setting)."""
+        d = {k: v for k, v in d.items() if k != "resumes"}
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
@@ -166,13 +186,6 @@ def _schedule(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto": the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class WeightAverage:
     """An exponential moving average of a model's parameters (buffers are not averaged).
 
@@ -207,6 +220,12 @@ class WeightAverage:
 
 
 class Trainer:
+    """Trains ``model`` into ``run_dir``. An existing run there (``last.safetensors``) is
+    resumed when it was made from the same data, semantic IDs, model config and settings;
+    ``resume="force"`` resumes it anyway (recorded), ``resume="restart"`` removes the trainer's
+    files and starts over. ``item_ids`` / ``user_ids`` (raw ids, row = index) join the run's
+    fingerprints when given. Everything is checked here; nothing is written before ``fit``."""
+
     def __init__(
         self,
         model: OneRec,
@@ -214,6 +233,10 @@ class Trainer:
         split: Split,
         config: TrainConfig,
         run_dir: str | Path,
+        *,
+        item_ids: np.ndarray | None = None,
+        user_ids: np.ndarray | None = None,
+        resume: str = "check",
     ) -> None:
         if semantic_ids.n_items != split.num_items:
             raise ConfigError(
@@ -262,6 +285,13 @@ class Trainer:
         self.average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -1.0, 0
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
+        self.sources = source_fingerprints(split, semantic_ids, item_ids, user_ids)
+        self.restart = resume == "restart"
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.resumes = check_resume(self.run_dir, self.sources, model.config.to_dict(), config,
+                                    shapes, resume)  # fmt: skip
+        if self.world > 1:
+            dist.barrier()  # every process has read the run folder before rank 0 writes to it
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
@@ -349,18 +379,37 @@ class Trainer:
         main = self.rank == 0
         metrics = self.run_dir / "metrics.jsonl"
         if main:
+            if self.restart:  # the earlier run's files only; anything else stays
+                for name in TRAINER_FILES:
+                    (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
+            (self.run_dir / "train_config.json").write_text(
+                train_config_record(c, self.resumes)
+            )
             (self.run_dir / "model_config.json").write_text(
                 json.dumps(self.model.config.to_dict(), indent=2)
             )
-        if (self.run_dir / "last.safetensors").exists():
+        if self.world > 1:
+            dist.barrier()  # the restart's removals are done before any process looks
+        if self.resumes is not None:
             self._load(self.run_dir / "last.safetensors")
-            # drop what a killed epoch logged after the checkpoint: it is about to run again
-            if main and metrics.exists():
-                kept = [line for line in metrics.read_text().splitlines()
-                        if json.loads(line)["epoch"] < self.epoch]  # fmt: skip
-                metrics.write_text("".join(line + "\n" for line in kept))
+        if main:
+            # drop what a killed epoch logged after the checkpoint (it is about to run again),
+            # and on a fresh start everything an unfinished first epoch logged
+            kept, torn = [], 0
+            if self.resumes is not None and metrics.exists():
+                for line in metrics.read_text(errors="replace").splitlines():
+                    try:
+                        epoch = json.loads(line)["epoch"]
+                    except (ValueError, KeyError, TypeError):  # a line a kill cut short
+                        torn += 1
+                        continue
+                    if epoch < self.epoch:
+                        kept.append(line)
+            if torn:
+                logger.warning("%s: dropped %d unreadable line(s), written when the run was "
+                               "killed", metrics, torn)  # fmt: skip
+            metrics.write_text("".join(line + "\n" for line in kept))
         log = metrics.open("a") if main else None
         while self.epoch < c.epochs and self.bad_epochs < c.patience and not self._out_of_time():
             torch.manual_seed(c.seed + self.epoch)
@@ -405,7 +454,8 @@ class Trainer:
                 log.flush()
                 if improved:
                     with self._averaged():
-                        self.model.save(self.run_dir)
+                        self.model.save(self.run_dir, metadata=weights_metadata(
+                            self.sources, self.model.config.to_dict()))  # fmt: skip
                 self._save(self.run_dir / "last.safetensors")
                 plot_metrics(metrics, self.run_dir / "training.png")
             if self.world > 1:
@@ -439,7 +489,8 @@ class Trainer:
         """Put the best epoch's weights (``model.safetensors``) into the model."""
         path = self.run_dir / "model.safetensors"
         if path.exists():
-            self.model.load_state_dict(load_file(str(path), device=str(self.device)))
+            tensors, _ = read_safetensors(path, self.device)
+            self.model.load_state_dict(tensors)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, path: Path) -> None:
@@ -456,12 +507,19 @@ class Trainer:
         tensors["trainer.best"] = torch.tensor([self.best], dtype=torch.float64)
         tensors["trainer.elapsed"] = torch.tensor([self.elapsed], dtype=torch.float64)
         tmp = path.with_suffix(".tmp")
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp))
+        metadata = checkpoint_metadata(self.sources, self.model.config.to_dict(), self.config)
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         tmp.rename(path)
 
     def _load(self, path: Path) -> None:
-        tensors = load_file(str(path), device=str(self.device))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        tensors, _ = read_safetensors(path, self.device, hint=RESTART_HINT)
+        if "trainer.counters" not in tensors or "trainer.best" not in tensors:
+            raise CorruptCheckpointError("it holds no trainer counters", path=path,
+                                         hint=RESTART_HINT)  # fmt: skip
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        check_shapes(weights, self.model.state_dict(), path, "the model config of this run",
+                     hint=RESTART_HINT)  # fmt: skip
+        self.model.load_state_dict(weights)
         for i, p in enumerate(self.model.parameters()):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
             if state:
