@@ -224,7 +224,7 @@ SPLIT_CASES = {
                                         ["--invalid-signals", "drop"], "EmptyDataError",
                                         ["s.csv", "like: 1 negative"]),
     "unknown-encoding": (good_csv, ["--encoding", "klingon"], "ConfigError", ["klingon"]),
-    "out-is-a-file": (good_csv, [], "OutputPathError", ["out", "is a file"]),
+    "out-is-a-file": (good_csv, [], "OutputExistsError", ["out", "is a file"]),
 }
 
 
@@ -240,13 +240,13 @@ def _tables(n: int):
 def test_split_names_the_error_and_writes_nothing(tmp_path, build, extra, error, needles):
     source = build(tmp_path)
     out = tmp_path / "out"
-    if error == "OutputPathError":
+    if error == "OutputExistsError":
         out.write_text("keep me")
     with pytest.raises(getattr(E, error)) as raised:
         cli(_argv("split", source, out / "sub" if out.is_file() else out, *extra))
     for needle in needles:
         assert needle in str(raised.value)
-    if error == "OutputPathError":
+    if error == "OutputExistsError":
         assert out.read_text() == "keep me"
     else:
         assert not out.exists()

@@ -73,11 +73,13 @@ def check_output(folder: str | Path, command: str, overwrite: bool = False) -> b
     or empty. Raises :class:`OutputExistsError` for a file, or for a folder with other content,
     unless ``overwrite``."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputExistsError(
-            f"--out {folder} is a file, not a folder: `onerec {command}` writes a folder there. "
-            f"Fix: choose another --out."
-        )
+    for place in (folder, *folder.parents):
+        if place.exists() and not place.is_dir():
+            where = "" if place == folder else f" ({place} is a file)"
+            raise OutputExistsError(
+                f"--out {folder} is a file, not a folder{where}: `onerec {command}` writes a "
+                f"folder there. Fix: choose another --out."
+            )
     if not folder.is_dir() or not any(folder.iterdir()):
         return False
     owner = made_by(folder)
