@@ -152,7 +152,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         rqvae_epochs=args.rqvae_epochs,
         seed=args.seed,
     )
-    result = tokenize(x, config)
+    result = tokenize(x, config, progress=not args.quiet)
     out = save_tokenization(
         args.out, result, ds.log.items,
         {"dataset": ds.name, "embeddings": asdict(emb_config), "embedding_dim": int(x.shape[1])},
@@ -225,7 +225,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if rec.user is not None and rec.anonymous:
         who += " (not in the run's users: served as anonymous)"
     dropped = f", {rec.history_dropped} older dropped" if rec.history_dropped else ""
-    print(f"{who}, {rec.history_used} history items read{dropped}")
+    read = (f"; side features {', '.join(recommender.feature_names)}"
+            if recommender.model.config.history_features and recommender.feature_names else "")
+    print(f"{who}, {rec.history_used} history items read{dropped}{read}")
     print(f"session of {len(rec.items)} items (log-prob {rec.log_prob:.4f}): "
           f"{', '.join(str(i) for i in rec.items)}")
     for k, alt in enumerate(rec.alternatives, start=1):
@@ -320,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--iters", type=int, default=50, help="k-means iterations per level")
     tok.add_argument("--rqvae-epochs", type=int, default=200)
     tok.add_argument("--seed", type=int, default=0)
+    tok.add_argument("--quiet", action="store_true", help="no progress bar (RQ-VAE training)")
     tok.set_defaults(func=cmd_tokenize)
 
     tr = sub.add_parser("train", help="train OneRec by next-token prediction (leave-one-out split)")
@@ -376,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also print this many next-best sessions")
     rec.add_argument("--timestamps", default=None, metavar="T,T,...",
                      help="one timestamp per history item (models trained with time_gap)")
-    rec.add_argument("--signal", action="append", default=[], metavar="NAME=V,V,...",
-                     help="one value of a signal per history item (models trained with that "
-                     "signal as a feature); repeatable")
+    rec.add_argument("--signal", "--features", action="append", default=[], metavar="NAME=V,V,...",
+                     help="one raw value of a side feature per history item, for runs trained "
+                     "with `onerec train --features` (time_gap comes from --timestamps); "
+                     "repeatable")
     rec.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=cmd_recommend)
