@@ -2,7 +2,7 @@
 the sessions they generate against the simulator's ground truth.
 
 Stages (each prints ``[quickstart] <stage> ... done in Xs``; training and generation show
-progress bars):
+progress bars); each is one function below, and :func:`run` calls them in order:
 
 1. **simulate** a platform (:class:`onerec.simulator.Simulator`, default 2,000 users, 3,000
    videos, about 150k logged exposures over 30 days) and its log;
@@ -17,7 +17,8 @@ progress bars):
 4. **semantic IDs** of every video from its content embedding (the item table's ``content``
    column, 64-d; balanced residual k-means, 3 levels);
 5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
-   1 + 2 layers and 4 experts, 5 epochs: most of the quickstart's time);
+   1 + 2 layers and 4 experts, 5 epochs, otherwise the library's defaults: dropout 0.1, no
+   user-id embedding, averaged weights; most of the quickstart's time);
 6. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
    (dropout 0.2, batches of 64 users, early stopping with S3-Rec's patience of 10
    validations, at most 150 s);
