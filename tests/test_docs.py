@@ -96,7 +96,7 @@ def test_every_repo_path_the_readme_names_exists() -> None:
 def test_readme_is_short() -> None:
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     prose_and_tables = [line for line in FENCE.sub("", "\n".join(lines)).splitlines() if line]
-    assert len(prose_and_tables) <= 160
+    assert len(prose_and_tables) <= 150
     for line in prose_and_tables:
         if line.startswith("|"):
             for cell in line.strip("|").split("|"):
