@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     # not argparse choices: listing them would import torch for every `onerec` call; an
     # unknown name stops with a ConfigError that lists the presets
     tr.add_argument("--preset", default="small",
-                    help="model size: tiny, small (default), tiger, base or large")
+                    help="model size: tiny, small (default: the selected model), tiger, base or large")
     tr.add_argument("--model", action="append", metavar="KEY=VALUE",
                     help="override a model config field, e.g. --model n_experts=0 (dense)")
     # defaults (None here) come from TrainConfig: the settings the quality benchmark selected
