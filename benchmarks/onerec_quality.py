@@ -4,9 +4,9 @@
     python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --out benchmarks/results
 
 The defaults are the command selected on validation, and they are the library's own defaults
-(the ``small`` preset, ``TrainConfig()``), so ``onerec train`` trains the same model; every other
-setting tried, and why it lost, is in ``benchmarks/README.md``. For each dataset, with the same settings
-everywhere (nothing here is tuned per dataset):
+(the ``small`` preset, ``TrainConfig()``), so ``onerec train`` trains the same model; every
+other setting tried, and why it lost, is in ``benchmarks/README.md``. For each dataset, with
+the same settings everywhere (nothing here is tuned per dataset):
 1. item embeddings: text where the catalog has item text (else attribute lists), fused with
    collaborative co-occurrence vectors from the *training* split; balanced residual k-means,
    3 levels (codebook size from the catalog), a 4th code where items collide. With

@@ -17,7 +17,8 @@ from onerec.tokenizer.rqvae import RQVAEConfig, RQVAEQuantizer
 
 ROOT = Path(__file__).resolve().parents[1]
 # the record behind the README's OneRec numbers on Beauty: the selected command's settings
-SELECTED = json.loads((ROOT / "benchmarks/results/onerec_quality_beauty.json").read_text())["config"]
+RECORD = ROOT / "benchmarks/results/onerec_quality_beauty.json"
+SELECTED = json.loads(RECORD.read_text())["config"]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,9 @@ def test_rqvae_is_quiet_unless_asked(capsys: pytest.CaptureFixture) -> None:
     assert "training RQ-VAE" in capsys.readouterr().err
 
 
-def test_tokenize_quiet_prints_no_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_tokenize_quiet_prints_no_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     ds = generate(SyntheticConfig(num_users=40, num_items=30, mean_interactions=8, seed=3))
     ds.save(tmp_path / "ds")
     args = ["tokenize", str(tmp_path / "ds"), "--embeddings", "collaborative", "--method", "rqvae",

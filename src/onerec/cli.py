@@ -332,14 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     # not argparse choices: listing them would import torch for every `onerec` call; an
     # unknown name stops with a ConfigError that lists the presets
     tr.add_argument("--preset", default="small",
-                    help="model size: tiny, small (default: the selected model), tiger, base or large")
+                    help="model size: tiny, small (default: the selected model), tiger, base "
+                    "or large")
     tr.add_argument("--model", action="append", metavar="KEY=VALUE",
                     help="override a model config field, e.g. --model n_experts=0 (dense)")
     # defaults (None here) come from TrainConfig: the settings the quality benchmark selected
     tr.add_argument("--session-items", type=int, help="target items per example, m (default 1)")
     tr.add_argument("--history-length", type=int, help="history items read (default 20)")
     tr.add_argument("--window-items", type=int,
-                    help="longest sequence read in one piece; longer ones are windowed (default 100)")
+                    help="longest sequence read in one piece; longer ones are windowed "
+                    "(default 100)")
     tr.add_argument("--batch-size", type=int, help="next-item targets per step (default 256)")
     tr.add_argument("--epochs", type=int, help="(default 20)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
