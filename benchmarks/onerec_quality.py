@@ -3,15 +3,17 @@
     python benchmarks/onerec_quality.py --datasets beauty --out benchmarks/results
     python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --out benchmarks/results
 
-The defaults are the command selected on validation; every other setting tried, and why it lost,
-is in ``benchmarks/results/onerec_quality.md``. For each dataset, with the same settings
-everywhere (nothing here is tuned per dataset):
+The defaults are the command selected on validation, and they are the library's own defaults
+(the ``small`` preset, ``TrainConfig()``), so ``onerec train`` trains the same model; every
+other setting tried, and why it lost, is in ``benchmarks/README.md``. For each dataset, with
+the same settings everywhere (nothing here is tuned per dataset):
 1. item embeddings: text where the catalog has item text (else attribute lists), fused with
    collaborative co-occurrence vectors from the *training* split; balanced residual k-means,
    3 levels (codebook size from the catalog), a 4th code where items collide. With
    ``--codes published``: a published RQ-VAE tokenization made from item text instead (Beauty,
    whose text is not on this machine), first 3 levels plus our collision code;
-2. OneRec (``--preset`` with ``SELECTED_MODEL``'s settings, sparse-MoE decoder) trained by
+2. OneRec (``--preset``, by default ``small``: 16 experts top-2, dropout 0.1, no user-id
+   embedding) trained by
    next-token prediction over whole sequences for 20 epochs, early-stopped on the Recall@10 of
    4,096 validation users (beam search, ``--eval-beam``, patience 5); what is validated and kept
    is a moving average of the weights (``--ema-decay``);
@@ -52,10 +54,6 @@ from onerec.tokenizer.pipeline import (
 from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
 from onerec.training.pipeline import split_metrics, train_on_dataset
-
-# Settings chosen on validation (every run and the choice: benchmarks/results/onerec_quality.md).
-# The script's defaults are the selected command; --model KEY=VALUE overrides these.
-SELECTED_MODEL: dict[str, object] = {"dropout": 0.1, "n_user_buckets": 0, "n_experts": 16}
 
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
@@ -106,11 +104,6 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
     return record, tok_dir, info
 
 
-def model_overrides(args: argparse.Namespace) -> dict:
-    """The preset's overrides: the selected settings, then ``--model`` on top."""
-    return {**SELECTED_MODEL, **parse_overrides(args.model)}
-
-
 def run(source: str, args: argparse.Namespace) -> dict:
     """Tokenize, train and test on ``source`` (a registry name or a dataset folder); the record.
     Runs live in ``args.runs / <dataset name>`` (resumed when present)."""
@@ -127,7 +120,7 @@ def run(source: str, args: argparse.Namespace) -> dict:
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    overrides = model_overrides(args)
+    overrides = parse_overrides(args.model)
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
@@ -205,19 +198,20 @@ def main() -> None:
                         help="embedding sources of our codes (content = text, else attributes)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config override on top of SELECTED_MODEL, repeatable "
+                        help="model config override on top of the preset, repeatable "
                              "(e.g. dropout=0.2)")
-    parser.add_argument("--history-length", type=int, default=20)
-    parser.add_argument("--session-items", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=5,
+    # the training defaults are TrainConfig's (the selected settings)
+    parser.add_argument("--history-length", type=int, default=TrainConfig.history_length)
+    parser.add_argument("--session-items", type=int, default=TrainConfig.session_items)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
                         help="epochs without a better validation Recall@10 before stopping")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--eval-beam", type=int, default=20)
-    parser.add_argument("--eval-users", type=int, default=4096,
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--eval-beam", type=int, default=TrainConfig.eval_beam)
+    parser.add_argument("--eval-users", type=int, default=TrainConfig.eval_users,
                         help="validation users ranked after every epoch (0 = all)")
-    parser.add_argument("--ema-decay", type=float, default=0.999,
+    parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                         help="validate and keep a moving average of the weights with this decay "
                              "per step (0 = the raw weights)")
     parser.add_argument("--seed", type=int, default=0)

@@ -10,6 +10,7 @@ import pytest
 
 from onerec.data.synthetic import SyntheticConfig, generate
 from onerec.exceptions import ConfigError
+from onerec.model.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +37,10 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     ])  # fmt: skip
     script.main()
     record = json.loads((out / f"onerec_quality_{data.name}.json").read_text())
-    # the selected settings apply, and --model overrides them
-    assert record["config"]["model_overrides"] == {**script.SELECTED_MODEL, "dropout": 0.2}
+    # the preset's settings apply, and --model overrides them
+    assert record["config"]["model_overrides"] == {"dropout": 0.2}
     assert record["config"]["model"]["dropout"] == 0.2
-    assert record["config"]["model"]["n_user_buckets"] == script.SELECTED_MODEL["n_user_buckets"]
+    assert record["config"]["model"]["n_user_buckets"] == PRESETS["tiny"]["n_user_buckets"]
     assert record["config"]["train"]["eval_users"] is None  # 0 = every validation user
     assert record["config"]["train"]["ema_decay"] == 0.9
     assert record["selected"]["exclude_seen"] in (True, False)

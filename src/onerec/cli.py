@@ -197,7 +197,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         rqvae_epochs=args.rqvae_epochs,
         seed=args.seed,
     )
-    result = tokenize(x, config)
+    result = tokenize(x, config, progress=not args.quiet)
     out = save_tokenization(
         claim_output(args.out, "tokenize", args.overwrite), result, ds.log.items,
         {"dataset": ds.name, "embeddings": asdict(emb_config), "embedding_dim": int(x.shape[1])},
@@ -209,17 +209,25 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# `onerec train` options that are TrainConfig fields of the same name; their parser default is
+# None, so TrainConfig alone holds the defaults
+TRAIN_OPTIONS = ("session_items", "history_length", "window_items", "batch_size", "epochs", "lr",
+                 "patience", "eval_beam", "eval_users", "seed", "device", "max_seconds",
+                 "ema_decay")  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from onerec.model.config import parse_overrides
     from onerec.training import TrainConfig
     from onerec.training.pipeline import train_on_dataset
 
+    # an option left out keeps TrainConfig's default (the validation-selected setting)
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    for off in ("eval_users", "ema_decay"):  # 0 = every validation user / the raw weights
+        if given.get(off) == 0:
+            given[off] = None
     config = TrainConfig(
-        session_items=args.session_items, history_length=args.history_length,
-        window_items=args.window_items, batch_size=args.batch_size, epochs=args.epochs,
-        lr=args.lr, patience=args.patience, eval_beam=args.eval_beam,
-        eval_users=args.eval_users, exclude_seen=args.exclude_seen, seed=args.seed,
-        device=args.device, max_seconds=args.max_seconds, ema_decay=args.ema_decay,
+        **given, exclude_seen=args.exclude_seen,
         features=tuple(f.strip() for f in (args.features or "").split(",") if f.strip()),
     )  # fmt: skip
     overrides = parse_overrides(args.model or ())
@@ -263,7 +271,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if rec.user is not None and rec.anonymous:
         who += " (not in the run's users: served as anonymous)"
     dropped = f", {rec.history_dropped} older dropped" if rec.history_dropped else ""
-    print(f"{who}, {rec.history_used} history items read{dropped}")
+    read = (f"; side features {', '.join(recommender.feature_names)}"
+            if recommender.model.config.history_features and recommender.feature_names else "")
+    print(f"{who}, {rec.history_used} history items read{dropped}{read}")
     print(f"session of {len(rec.items)} items (log-prob {rec.log_prob:.4f}): "
           f"{', '.join(str(i) for i in rec.items)}")
     for k, alt in enumerate(rec.alternatives, start=1):
@@ -361,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--iters", type=int, default=50, help="k-means iterations per level")
     tok.add_argument("--rqvae-epochs", type=int, default=200)
     tok.add_argument("--seed", type=int, default=0)
+    tok.add_argument("--quiet", action="store_true", help="no progress bar (RQ-VAE training)")
     tok.set_defaults(func=cmd_tokenize)
 
     tr = sub.add_parser("train", help="train OneRec by next-token prediction (leave-one-out split)")
@@ -379,33 +390,37 @@ def build_parser() -> argparse.ArgumentParser:
     # not argparse choices: listing them would import torch for every `onerec` call; an
     # unknown name stops with a ConfigError that lists the presets
     tr.add_argument("--preset", default="small",
-                    help="model size: tiny, small (default), tiger, base or large")
+                    help="model size: tiny, small (default: the selected model), tiger, base "
+                    "or large")
     tr.add_argument("--model", action="append", metavar="KEY=VALUE",
                     help="override a model config field, e.g. --model n_experts=0 (dense)")
-    tr.add_argument("--session-items", type=int, default=1, help="target items per example (m)")
-    tr.add_argument("--history-length", type=int, default=20)
-    tr.add_argument("--window-items", type=int, default=100,
-                    help="longest sequence read in one piece (longer ones are windowed)")
-    tr.add_argument("--batch-size", type=int, default=256, help="next-item targets per step")
-    tr.add_argument("--epochs", type=int, default=20)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--patience", type=int, default=3)
-    tr.add_argument("--eval-beam", type=int, default=20)
-    tr.add_argument("--eval-users", type=int, default=None,
-                    help="validate on this many users after each epoch (default: all)")
+    # defaults (None here) come from TrainConfig: the settings the quality benchmark selected
+    tr.add_argument("--session-items", type=int, help="target items per example, m (default 1)")
+    tr.add_argument("--history-length", type=int, help="history items read (default 20)")
+    tr.add_argument("--window-items", type=int,
+                    help="longest sequence read in one piece; longer ones are windowed "
+                    "(default 100)")
+    tr.add_argument("--batch-size", type=int, help="next-item targets per step (default 256)")
+    tr.add_argument("--epochs", type=int, help="(default 20)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    tr.add_argument("--patience", type=int,
+                    help="epochs without a better validation Recall@10 before stopping (default 5)")
+    tr.add_argument("--eval-beam", type=int, help="beam of the validation ranking (default 20)")
+    tr.add_argument("--eval-users", type=int,
+                    help="validate on this many users after each epoch; 0 = all (default 4096)")
     tr.add_argument("--exclude-seen", action="store_true",
                     help="never rank a user's earlier items (validation)")
-    tr.add_argument("--max-seconds", type=float, default=None,
+    tr.add_argument("--max-seconds", type=float,
                     help="time budget, checked after every step: the epoch that spends it is "
                     "cut short and validated, then training stops (best epoch kept)")
-    tr.add_argument("--ema-decay", type=float, default=None,
+    tr.add_argument("--ema-decay", type=float,
                     help="validate and keep a moving average of the weights with this decay "
-                    "per step, e.g. 0.999 (default: the raw weights)")
+                    "per step; 0 = the raw weights (default 0.999)")
     tr.add_argument("--features", default=None, metavar="NAME,NAME",
                     help="side features of every history item: time_gap and/or signals of the "
                     "log, e.g. time_gap,watch_time (default: none)")
-    tr.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", help="auto (GPU if present; the default), cpu, cuda, cuda:1")
+    tr.add_argument("--seed", type=int, help="(default 0)")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="generate a session for one user from a trained run")
@@ -424,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also print this many next-best sessions")
     rec.add_argument("--timestamps", default=None, metavar="T,T,...",
                      help="one timestamp per history item (models trained with time_gap)")
-    rec.add_argument("--signal", action="append", default=[], metavar="NAME=V,V,...",
-                     help="one value of a signal per history item (models trained with that "
-                     "signal as a feature); repeatable")
+    rec.add_argument("--signal", "--features", action="append", default=[], metavar="NAME=V,V,...",
+                     help="one raw value of a side feature per history item, for runs trained "
+                     "with `onerec train --features` (time_gap comes from --timestamps); "
+                     "repeatable")
     rec.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=cmd_recommend)

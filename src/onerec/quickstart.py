@@ -2,7 +2,7 @@
 the sessions they generate against the simulator's ground truth.
 
 Stages (each prints ``[quickstart] <stage> ... done in Xs``; training and generation show
-progress bars):
+progress bars); each is one function below, and :func:`run` calls them in order:
 
 1. **simulate** a platform (:class:`onerec.simulator.Simulator`, default 2,000 users, 3,000
    videos, about 150k logged exposures over 30 days) and its log;
@@ -17,7 +17,8 @@ progress bars):
 4. **semantic IDs** of every video from its content embedding (the item table's ``content``
    column, 64-d; balanced residual k-means, 3 levels);
 5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
-   1 + 2 layers and 4 experts, 5 epochs: most of the quickstart's time);
+   1 + 2 layers and 4 experts, 5 epochs, otherwise the library's defaults: dropout 0.1, no
+   user-id embedding, averaged weights; most of the quickstart's time);
 6. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
    (dropout 0.2, batches of 64 users, early stopping with S3-Rec's patience of 10
    validations, at most 150 s);
@@ -68,14 +69,14 @@ from onerec.baselines import Popularity, SASRec
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.ragged import Ragged
 from onerec.data.schema import Dataset
-from onerec.data.splits import leave_one_out
+from onerec.data.splits import Split, leave_one_out
 from onerec.exceptions import ConfigError
 from onerec.generation import beam_search_sessions
 from onerec.runs import claim_output
 from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
 from onerec.training import TrainConfig
-from onerec.training.pipeline import train_on_dataset
+from onerec.training.pipeline import TrainedRun, train_on_dataset
 
 METRICS = ("swt", "vtr", "wtr", "ltr", "reward")
 TRAIN_ON = ("watched", "high_quality", "all")
@@ -157,11 +158,15 @@ SCALES: dict[str, QuickstartConfig] = {
 
 
 @contextmanager
-def _stage(name: str) -> Iterator[None]:
+def _stage(name: str, seconds: dict[str, float] | None = None, key: str = "") -> Iterator[None]:
+    """Print the stage's start and end; with ``seconds``, record its time under ``key``."""
     start = time.perf_counter()
     print(f"[quickstart] {name} ...", flush=True)
     yield
-    print(f"[quickstart] {name}: done in {time.perf_counter() - start:.1f}s", flush=True)
+    elapsed = time.perf_counter() - start
+    if seconds is not None:
+        seconds[key] = elapsed
+    print(f"[quickstart] {name}: done in {elapsed:.1f}s", flush=True)
 
 
 def run(
@@ -182,127 +187,25 @@ def run(
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.manual_seed(cfg.seed)
 
-    with _stage("simulate a platform and its log"):
-        t = time.perf_counter()
-        sim = Simulator(SimulatorConfig(
-            catalog=CatalogConfig(num_items=cfg.num_items),
-            users=UserConfig(num_users=cfg.num_users, mean_sessions=cfg.mean_sessions),
-            seed=cfg.seed,
-        ))  # fmt: skip
-        sim.config.save(out / "simulator.json")
-        dataset = sim.generate_log(quality_report=False)
-        dataset.save(out / "dataset")
-        log = dataset.log
-        print(f"  {sim.num_users:,} users, {sim.num_items:,} videos, {len(log):,} exposures in "
-              f"{log.num_sessions:,} sessions; skip rate {log.signals['skip'].mean():.2f}, mean "
-              f"watch {log.signals['watch_time'].mean():.1f}s")  # fmt: skip
-        seconds["simulate"] = time.perf_counter() - t
-
+    with _stage("simulate a platform and its log", seconds, "simulate"):
+        sim, dataset = simulate(cfg, out)
     with _stage("high-quality sessions and training data"):
-        hq, report = sim.high_quality(dataset)
-        print(f"  paper's filter: {report}")
-        if cfg.train_on == "high_quality":
-            train_log = hq.log
-        elif cfg.train_on == "watched":
-            train_log = log.take(log.signals["skip"] == 0)
-        else:
-            train_log = log
-        print(f"  training data ({cfg.train_on}): {len(train_log):,} of {len(log):,} exposures")
-        meta = {**dataset.meta, "train_on": cfg.train_on}
-        train_ds = Dataset(f"simulated-{cfg.train_on}", train_log, dataset.item_table,
-                           dataset.user_table, meta)  # fmt: skip
-
+        train_ds, quality = training_data(sim, dataset, cfg)
     with _stage("leave-one-out split and evaluation users"):
-        split = leave_one_out(train_log, history_length=cfg.sasrec_length)
-        split.save(out / "split")
-        for r in split.reports:
-            print(f"  {r}")
-        rng = np.random.default_rng([cfg.seed, 1])
-        candidates = np.sort(split.test.user)
-        users = np.sort(rng.choice(candidates, min(cfg.eval_users, len(candidates)), replace=False))
-        ordered = train_log.sorted()
-        full = Ragged.from_sorted_groups(ordered.user, ordered.item, ordered.num_users)
-        history = full.take(users)  # everything each user watched, oldest first
-        print(f"  {len(split.train):,} training rows; {len(users)} evaluation users, "
-              f"{history.lengths.mean():.0f} watched videos each on average")
-
-    with _stage("semantic IDs from content embeddings"):
-        t = time.perf_counter()
-        content = np.array(dataset.item_table.embedding("content"), dtype=np.float32)
-        tokens = tokenize(content, TokenizeConfig(method="balanced", levels=cfg.levels,
-                                                  seed=cfg.seed))  # fmt: skip
-        save_tokenization(out / "semantic_ids", tokens, log.items, {"source": "content"})
-        ids = tokens.semantic_ids
-        print(f"  {ids.n_items:,} videos -> {ids.n_levels} codes (sizes {ids.level_sizes}); "
-              f"collisions {100 * tokens.report.collision_rate_before:.1f}% before "
-              "disambiguation")  # fmt: skip
-        seconds["tokenize"] = time.perf_counter() - t
-
+        split, users, history = split_and_sample(train_ds.log, cfg, out)
+    with _stage("semantic IDs from content embeddings", seconds, "tokenize"):
+        semantic_ids(dataset, cfg, out)
     with _stage(f"train OneRec (next {cfg.onerec_train_items or cfg.session_items} items as "
-                "each target)"):
-        t = time.perf_counter()
-        train_config = TrainConfig(
-            session_items=cfg.onerec_train_items or cfg.session_items,
-            history_length=cfg.history_length,
-            batch_size=cfg.onerec_batch_size, epochs=cfg.onerec_epochs,
-            eval_users=cfg.validation_users, seed=cfg.seed, device="cpu",
-        )  # fmt: skip
-        trained = train_on_dataset(train_ds, out / "semantic_ids", out / "onerec", train_config,
-                                   preset=cfg.onerec_preset, model_overrides=cfg.onerec_model,
-                                   progress=progress, overwrite=True)  # a fresh run, never resumed
-        onerec = trained.model.eval()
-        print(f"  {onerec.num_parameters():,} parameters; {trained.state}")
-        seconds["train_onerec"] = time.perf_counter() - t
-
-    baselines: dict[str, Any] = {}
-    with _stage("train popularity and SASRec (CE)"):
-        t = time.perf_counter()
-        (out / "baselines").mkdir(exist_ok=True)
-        L = cfg.sasrec_length
-        bconfig = BaselineTrainConfig(
-            max_length=L, batch_size=cfg.sasrec_batch_size, epochs=cfg.sasrec_epochs,
-            patience=cfg.sasrec_patience, eval_users=cfg.validation_users,
-            max_seconds=cfg.sasrec_max_seconds, seed=cfg.seed,
-        )  # fmt: skip
-        set_seed(cfg.seed)
-        baselines["popularity"] = Popularity.from_sequences(split.train_sequences(),
-                                                            split.num_items, L)  # fmt: skip
-        set_seed(cfg.seed)
-        sasrec = SASRec(split.num_items, L, loss="ce", dropout=cfg.sasrec_dropout)
-        result = fit(sasrec, split, bconfig, progress=progress)
-        baselines["sasrec-ce"] = sasrec.eval()
-        save_file(sasrec.state_dict(), out / "baselines" / "sasrec-ce.safetensors")
-        record = {"train_config": bconfig.to_dict(), "best_epoch": result.best_epoch,
-                  "epochs": result.epochs, "stopped": result.stopped, "log": result.log}
-        (out / "baselines" / "sasrec-ce.json").write_text(json.dumps(record, indent=2))
-        print(f"  SASRec: best epoch {result.best_epoch} of {result.epochs} ({result.stopped}), "
-              f"valid recall@10 {result.best_valid.get('recall@10', float('nan')):.4f}")
-        seconds["train_baselines"] = time.perf_counter() - t
-
-    with _stage(f"generate {cfg.sessions_per_user} sessions of {cfg.session_items} per user"):
-        t = time.perf_counter()
-        sessions = {
-            "onerec": _onerec_sessions(onerec, trained.semantic_ids, history, users, cfg, progress),
-        }
-        seen = history if cfg.exclude_seen else None
-        for name, model in baselines.items():
-            logits = _baseline_logits(model, history, users)
-            rng = np.random.default_rng([cfg.seed, 2])
-            sessions[name] = _sample_sessions(logits, seen, cfg, rng)
-        true = torch.from_numpy(sim.item_scores(users)).float()
-        rng = np.random.default_rng([cfg.seed, 3])
-        sessions["true-top"] = _sample_sessions(true, seen, cfg, rng)
-        sessions["random"] = _sample_sessions(torch.zeros_like(true), seen,
-                                              replace(cfg, candidates=sim.num_items),
-                                              np.random.default_rng([cfg.seed, 4]))  # fmt: skip
-        for name, s in sessions.items():
-            _check_sessions(name, s, sim.num_items)
-        seconds["generate"] = time.perf_counter() - t
-
+                "each target)", seconds, "train_onerec"):  # fmt: skip
+        trained = train_onerec(train_ds, cfg, out, progress)
+    with _stage("train popularity and SASRec (CE)", seconds, "train_baselines"):
+        baselines = train_baselines(split, cfg, out, progress)
+    with _stage(f"generate {cfg.sessions_per_user} sessions of {cfg.session_items} per user",
+                seconds, "generate"):  # fmt: skip
+        sessions = generate_sessions(sim, trained, baselines, history, users, cfg, progress)
     with _stage("grade every session with the simulator's oracle"):
         values = {name: _grade(sim, users, s) for name, s in sessions.items()}
-        table = _summary(values)
-        verdict = _verdict(values)
+        table, verdict = _summary(values), _verdict(values)
         markdown = _markdown(table)
         print(markdown)
         print(verdict)
@@ -317,16 +220,159 @@ def run(
         "verdict": verdict,
         "eval_users": len(users),
         "sessions_per_user": cfg.sessions_per_user,
-        "quality_filter": report.to_dict(),
+        "quality_filter": quality.to_dict(),
         "train_rows": len(split.train),
         "onerec": {k: trained.state.get(k) for k in trained.state},
         "seconds": seconds,
     }
     (out / "rewards.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "report.md").write_text(_report(cfg, report, len(train_log), len(log), len(users),
-                                           markdown, verdict, examples, seconds))  # fmt: skip
+    (out / "report.md").write_text(_report(cfg, quality, len(train_ds.log), len(dataset.log),
+                                           len(users), markdown, verdict, examples,
+                                           seconds))  # fmt: skip
     print(f"[quickstart] all done in {seconds['total']:.0f}s; artifacts in {out}")
     return summary
+
+
+# the stages ------------------------------------------------------------------------------------
+def simulate(cfg: QuickstartConfig, out: Path) -> tuple[Simulator, Dataset]:
+    """The simulated platform and its logged exposures (saved as ``simulator.json`` and
+    ``dataset/``)."""
+    sim = Simulator(SimulatorConfig(
+        catalog=CatalogConfig(num_items=cfg.num_items),
+        users=UserConfig(num_users=cfg.num_users, mean_sessions=cfg.mean_sessions),
+        seed=cfg.seed,
+    ))  # fmt: skip
+    sim.config.save(out / "simulator.json")
+    dataset = sim.generate_log(quality_report=False)
+    dataset.save(out / "dataset")
+    log = dataset.log
+    print(f"  {sim.num_users:,} users, {sim.num_items:,} videos, {len(log):,} exposures in "
+          f"{log.num_sessions:,} sessions; skip rate {log.signals['skip'].mean():.2f}, mean "
+          f"watch {log.signals['watch_time'].mean():.1f}s")  # fmt: skip
+    return sim, dataset
+
+
+def training_data(sim: Simulator, dataset: Dataset, cfg: QuickstartConfig) -> tuple[Dataset, Any]:
+    """The rows every model trains on (``cfg.train_on``) and the paper's high-quality-session
+    filter report (printed either way)."""
+    log = dataset.log
+    hq, report = sim.high_quality(dataset)
+    print(f"  paper's filter: {report}")
+    if cfg.train_on == "high_quality":
+        train_log = hq.log
+    elif cfg.train_on == "watched":
+        train_log = log.take(log.signals["skip"] == 0)
+    else:
+        train_log = log
+    print(f"  training data ({cfg.train_on}): {len(train_log):,} of {len(log):,} exposures")
+    meta = {**dataset.meta, "train_on": cfg.train_on}
+    train_ds = Dataset(f"simulated-{cfg.train_on}", train_log, dataset.item_table,
+                       dataset.user_table, meta)  # fmt: skip
+    return train_ds, report
+
+
+def split_and_sample(
+    train_log: Any, cfg: QuickstartConfig, out: Path
+) -> tuple[Split, np.ndarray, Ragged]:
+    """The leave-one-out split (saved as ``split/``), the evaluation users (a seeded sample of
+    the split's users, ascending) and each one's whole watched history, oldest first."""
+    split = leave_one_out(train_log, history_length=cfg.sasrec_length)
+    split.save(out / "split")
+    for r in split.reports:
+        print(f"  {r}")
+    rng = np.random.default_rng([cfg.seed, 1])
+    candidates = np.sort(split.test.user)
+    users = np.sort(rng.choice(candidates, min(cfg.eval_users, len(candidates)), replace=False))
+    ordered = train_log.sorted()
+    full = Ragged.from_sorted_groups(ordered.user, ordered.item, ordered.num_users)
+    history = full.take(users)  # everything each user watched, oldest first
+    print(f"  {len(split.train):,} training rows; {len(users)} evaluation users, "
+          f"{history.lengths.mean():.0f} watched videos each on average")
+    return split, users, history
+
+
+def semantic_ids(dataset: Dataset, cfg: QuickstartConfig, out: Path) -> None:
+    """Semantic IDs of every video from its content embedding, saved as ``semantic_ids/``."""
+    content = np.array(dataset.item_table.embedding("content"), dtype=np.float32)
+    tokens = tokenize(content, TokenizeConfig(method="balanced", levels=cfg.levels,
+                                              seed=cfg.seed))  # fmt: skip
+    save_tokenization(out / "semantic_ids", tokens, dataset.log.items, {"source": "content"})
+    ids = tokens.semantic_ids
+    print(f"  {ids.n_items:,} videos -> {ids.n_levels} codes (sizes {ids.level_sizes}); "
+          f"collisions {100 * tokens.report.collision_rate_before:.1f}% before "
+          "disambiguation")  # fmt: skip
+
+
+def train_onerec(train_ds: Dataset, cfg: QuickstartConfig, out: Path, progress: bool) -> TrainedRun:
+    """OneRec trained on the training rows into ``out/onerec`` (a servable run folder); the
+    training settings are the library's defaults but for the sizes in ``cfg``."""
+    train_config = TrainConfig(
+        session_items=cfg.onerec_train_items or cfg.session_items,
+        history_length=cfg.history_length,
+        batch_size=cfg.onerec_batch_size, epochs=cfg.onerec_epochs,
+        eval_users=cfg.validation_users, seed=cfg.seed, device="cpu",
+    )  # fmt: skip
+    trained = train_on_dataset(train_ds, out / "semantic_ids", out / "onerec", train_config,
+                               preset=cfg.onerec_preset, model_overrides=cfg.onerec_model,
+                               progress=progress, overwrite=True)  # a fresh run, never resumed
+    trained.model.eval()
+    print(f"  {trained.model.num_parameters():,} parameters; {trained.state}")
+    return trained
+
+
+def train_baselines(
+    split: Split, cfg: QuickstartConfig, out: Path, progress: bool
+) -> dict[str, Any]:
+    """Popularity (training counts) and SASRec with full-softmax CE, by name; SASRec's weights
+    and training log go to ``out/baselines``."""
+    baselines: dict[str, Any] = {}
+    (out / "baselines").mkdir(exist_ok=True)
+    L = cfg.sasrec_length
+    bconfig = BaselineTrainConfig(
+        max_length=L, batch_size=cfg.sasrec_batch_size, epochs=cfg.sasrec_epochs,
+        patience=cfg.sasrec_patience, eval_users=cfg.validation_users,
+        max_seconds=cfg.sasrec_max_seconds, seed=cfg.seed,
+    )  # fmt: skip
+    set_seed(cfg.seed)
+    baselines["popularity"] = Popularity.from_sequences(split.train_sequences(),
+                                                        split.num_items, L)  # fmt: skip
+    set_seed(cfg.seed)
+    sasrec = SASRec(split.num_items, L, loss="ce", dropout=cfg.sasrec_dropout)
+    result = fit(sasrec, split, bconfig, progress=progress)
+    baselines["sasrec-ce"] = sasrec.eval()
+    save_file(sasrec.state_dict(), out / "baselines" / "sasrec-ce.safetensors")
+    record = {"train_config": bconfig.to_dict(), "best_epoch": result.best_epoch,
+              "epochs": result.epochs, "stopped": result.stopped, "log": result.log}
+    (out / "baselines" / "sasrec-ce.json").write_text(json.dumps(record, indent=2))
+    print(f"  SASRec: best epoch {result.best_epoch} of {result.epochs} ({result.stopped}), "
+          f"valid recall@10 {result.best_valid.get('recall@10', float('nan')):.4f}")
+    return baselines
+
+
+def generate_sessions(
+    sim: Simulator, trained: TrainedRun, baselines: dict[str, Any], history: Ragged,
+    users: np.ndarray, cfg: QuickstartConfig, progress: bool,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """K sessions (U, K, m) per evaluation user from every model and the two reference rows
+    (``true-top``: sampling over the true scores; ``random``: uniform), checked valid."""
+    sessions = {
+        "onerec": _onerec_sessions(trained.model, trained.semantic_ids, history, users, cfg,
+                                   progress),  # fmt: skip
+    }
+    seen = history if cfg.exclude_seen else None
+    for name, model in baselines.items():
+        logits = _baseline_logits(model, history, users)
+        rng = np.random.default_rng([cfg.seed, 2])
+        sessions[name] = _sample_sessions(logits, seen, cfg, rng)
+    true = torch.from_numpy(sim.item_scores(users)).float()
+    rng = np.random.default_rng([cfg.seed, 3])
+    sessions["true-top"] = _sample_sessions(true, seen, cfg, rng)
+    sessions["random"] = _sample_sessions(torch.zeros_like(true), seen,
+                                          replace(cfg, candidates=sim.num_items),
+                                          np.random.default_rng([cfg.seed, 4]))  # fmt: skip
+    for name, s in sessions.items():
+        _check_sessions(name, s, sim.num_items)
+    return sessions
 
 
 # generation ------------------------------------------------------------------------------------

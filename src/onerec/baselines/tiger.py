@@ -130,6 +130,7 @@ def run_tiger(
         epochs=settings.epochs, lr=settings.lr, patience=settings.patience,
         eval_beam=settings.eval_beam, eval_users=settings.eval_users, seed=config.seed,
         max_seconds=config.max_seconds, device=config.device,
+        ema_decay=None,  # TIGER keeps its raw weights (OneRec's default averages them)
     )  # fmt: skip
     t = time.perf_counter()
     trained = train_on_dataset(dataset, work / "tokens", work / "model", train_config,

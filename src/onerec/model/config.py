@@ -26,10 +26,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_model=32, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=64,
         n_experts=4, top_k=2, max_history=20, n_user_buckets=64,
     ),
-    # CPU experiments: 3.1M parameters (1.6M active) with 3 x 256 codes; 6.1M with 3 x 8192
+    # CPU experiments, and the model the quality benchmark selected on validation
+    # (benchmarks/results/onerec_quality.md): 16 experts top-2, dropout 0.1, no user-id
+    # embedding. 4.9M parameters (1.5M active) with 3 x 256 codes; 8.0M with 3 x 8192.
     "small": dict(
         d_model=128, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=640,
-        n_experts=8, top_k=2, max_history=50, n_user_buckets=1024,
+        n_experts=16, top_k=2, max_history=50, n_user_buckets=0, dropout=0.1,
     ),
     # TIGER (Rajput et al. 2023) as a configuration of this model: dense 4 + 4 layers, d_model
     # 128, MLP 1024, dropout 0.1, 2,000 hashed user buckets, 20 history items; next-item targets

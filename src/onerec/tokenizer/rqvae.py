@@ -103,7 +103,9 @@ class RQVAEQuantizer:
     def device(self) -> torch.device:
         return torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    def fit(self, x: torch.Tensor | np.ndarray, progress: bool = True) -> "RQVAEQuantizer":
+    def fit(self, x: torch.Tensor | np.ndarray, progress: bool = False) -> "RQVAEQuantizer":
+        """Train the RQ-VAE on the catalog ``x`` (N, D) and give every item its codes;
+        ``progress`` shows a bar over the epochs (off by default, like every quantizer's)."""
         c = self.config
         x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
         if x.ndim != 2 or len(x) == 0 or not torch.isfinite(x).all():

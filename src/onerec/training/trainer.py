@@ -74,6 +74,9 @@ class TrainConfig:
     ``window_items``: longest training sequence read in one piece (longer ones are cut into
     windows that repeat ``history_length`` items of context). ``eval_users``: validate on this
     many validation users (a fixed random subset; None = all) after every epoch.
+    The defaults are the settings the quality benchmark selected on validation
+    (``benchmarks/results/onerec_quality.md``): patience 5, 4,096 validation users, weights
+    averaged with decay 0.999; the ``small`` model preset holds the selected model.
     ``precision``: "auto" uses bf16 autocast on a GPU and fp32 elsewhere. ``max_seconds``: a
     budget for the run's time (training and validation, summed over resumes), checked after
     every step: the step that spends it ends the epoch early (logged ``"partial": true``), which
@@ -84,8 +87,8 @@ class TrainConfig:
     ``features``: side features of every history item (``onerec.data.features`` names) the
     split is built with and the model reads (``history_features = len(features)``).
     ``ema_decay``: keep an exponential moving average of the weights (decay per step, e.g.
-    0.999: about the last 1,000 steps) and validate, keep and return the average instead of the
-    raw weights; None trains and keeps the raw weights."""
+    0.999: about the last 1,000 steps; the default) and validate, keep and return the average
+    instead of the raw weights; None trains and keeps the raw weights."""
 
     session_items: int = 1
     history_length: int = 20
@@ -96,9 +99,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    patience: int = 3
+    patience: int = 5
     eval_beam: int = 20
-    eval_users: int | None = None
+    eval_users: int | None = 4096
     exclude_seen: bool = False
     log_every: int = 50
     seed: int = 0
@@ -106,7 +109,7 @@ class TrainConfig:
     precision: str = "auto"
     max_seconds: float | None = None
     features: tuple[str, ...] = ()
-    ema_decay: float | None = None
+    ema_decay: float | None = 0.999
 
     def __post_init__(self) -> None:
         if not isinstance(self.features, (list, tuple)) or not all(
