@@ -50,13 +50,16 @@ def test_length_batches_group_similar_lengths_and_cover_everything():
 
 
 def setup(tmp: Path, **model_overrides):
+    """A tiny OneRec (4 experts, top-2, no dropout unless overridden: set here, not taken from
+    defaults that may change), the semantic IDs and the split it trains on."""
     ds = generate(SyntheticConfig(num_users=120, num_items=60, mean_interactions=12, seed=0))
     split = leave_one_out(ds.log, history_length=8)
     x = cooccurrence_embeddings(split.train_sequences(), 60, dim=8)
     ids = tokenize(x, TokenizeConfig(levels=2, codebook_size=8, iters=5)).semantic_ids
     torch.manual_seed(0)
-    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=8, n_user_buckets=128,
-                                        **model_overrides))
+    sizes = dict(max_history=8, n_user_buckets=128, n_experts=4, top_k=2, moe_balance="bias",
+                 dropout=0.0)  # fmt: skip
+    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, **{**sizes, **model_overrides}))
     return model, ids, split
 
 
@@ -68,7 +71,7 @@ def weights(model: OneRec) -> torch.Tensor:
 def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None) -> None:
     config = TrainConfig(history_length=8, batch_size=64, epochs=2, lr=3e-3, warmup_steps=5,
                          patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay)
-    model, ids, split = setup(tmp_path)
+    model, ids, split = setup(tmp_path, dropout=0.1)  # dropout: the resumed epoch's masks too
     state = Trainer(model, ids, split, config, tmp_path / "full").fit(progress=False)
     assert state["epochs"] == 2 and 0 <= state["best_valid_recall@10"] <= 1
     lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -81,7 +84,7 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     assert best.config == model.config
 
     # the same run, killed during its second epoch's validation, then resumed from last.safetensors
-    model1, ids1, split1 = setup(tmp_path)
+    model1, ids1, split1 = setup(tmp_path, dropout=0.1)
     killed = Trainer(model1, ids1, split1, config, tmp_path / "part")
     calls = {"n": 0}
     validate = killed.validate
@@ -95,7 +98,7 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     killed.validate = dies_on_second_call  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         killed.fit(progress=False)
-    model2, ids2, split2 = setup(tmp_path)
+    model2, ids2, split2 = setup(tmp_path, dropout=0.1)
     torch.manual_seed(123)  # whatever state the new process is in
     resumed = Trainer(model2, ids2, split2, config, tmp_path / "part")
     resumed.fit(progress=False)
@@ -104,12 +107,17 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in part_log] == [json.loads(x)["epoch"] for x in full_log]
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
-    if ema_decay is not None:  # the moving average resumed exactly too
-        full, part = (load_file(tmp_path / run / "last.safetensors") for run in ("full", "part"))
-        assert any(k.startswith("ema.") for k in full)
-        for k in full:
-            if k.startswith("ema."):
-                torch.testing.assert_close(part[k], full[k], rtol=0, atol=0)
+    # the selected weights above may be the first epoch's, written before the kill; the last
+    # checkpoint is the resumed epoch's own: raw weights, AdamW moments, the moving average and
+    # the counters, bit for bit
+    full, part = (load_file(tmp_path / run / "last.safetensors") for run in ("full", "part"))
+    assert sorted(part) == sorted(full)
+    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in full)
+    assert any(k.startswith("ema.") for k in full) == (ema_decay is not None)
+    assert full["trainer.counters"][0] == 2  # written after the second (resumed) epoch
+    for k in full:
+        if k != "trainer.elapsed":  # wall-clock seconds
+            torch.testing.assert_close(part[k], full[k], rtol=0, atol=0, msg=k)
 
 
 def test_weight_average_follows_its_formula_and_swaps_back() -> None:
@@ -153,7 +161,7 @@ def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path
 
 def test_time_budget_stops_at_the_step_that_spends_it(tmp_path: Path) -> None:
     config = TrainConfig(history_length=8, batch_size=64, epochs=50, patience=50, eval_beam=10,
-                         max_seconds=1e-6)  # fmt: skip
+                         max_seconds=1e-6, ema_decay=None)  # fmt: skip
     model, ids, split = setup(tmp_path)
     trainer = Trainer(model, ids, split, config, tmp_path / "run")
     assert trainer.steps_per_epoch > 1
