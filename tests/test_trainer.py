@@ -49,11 +49,16 @@ def test_length_batches_group_similar_lengths_and_cover_everything():
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
 
-def setup(tmp: Path, **model_overrides):
+def setup(tmp: Path, length: int | None = None, **model_overrides):
     """A tiny OneRec (4 experts, top-2, no dropout unless overridden: set here, not taken from
-    defaults that may change), the semantic IDs and the split it trains on."""
+    defaults that may change), the semantic IDs and the split it trains on. ``length``: keep
+    only users with that many interactions, and only their first ``length`` (no padding)."""
     ds = generate(SyntheticConfig(num_users=120, num_items=60, mean_interactions=12, seed=0))
-    split = leave_one_out(ds.log, history_length=8)
+    log = ds.log.sorted()
+    if length is not None:
+        rank = np.arange(len(log)) - np.searchsorted(log.user, log.user)  # position in its user
+        log = log.take((rank < length) & (np.bincount(log.user)[log.user] >= length))
+    split = leave_one_out(log, history_length=8)
     x = cooccurrence_embeddings(split.train_sequences(), 60, dim=8)
     ids = tokenize(x, TokenizeConfig(levels=2, codebook_size=8, iters=5)).semantic_ids
     torch.manual_seed(0)
@@ -200,46 +205,72 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "another catalog" in capsys.readouterr().err
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(
+    rank: int, world: int, init_file: str, out_dir: str, n_experts: int, length: int | None
+) -> None:
     """One of ``world`` gloo processes training the run of ``test_data_parallel...``."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        model, ids, split = setup(Path(out_dir), n_experts=0)
+        model, ids, split = setup(Path(out_dir), n_experts=n_experts, length=length)
         Trainer(model, ids, split, DDP_CONFIG, Path(out_dir) / "ddp").fit(progress=False)
         if rank == 0:
-            torch.save(weights(model), Path(out_dir) / "ddp_weights.pt")
+            torch.save(model.state_dict(), Path(out_dir) / "ddp_state.pt")
     finally:
         dist.destroy_process_group()
 
 
 # a budget it never spends: every step still asks rank 0's clock (a broadcast all ranks join)
 DDP_CONFIG = TrainConfig(history_length=8, batch_size=48, epochs=1, lr=3e-3, warmup_steps=3,
-                         patience=5, eval_beam=10, log_every=2, max_seconds=3600.0)
+                         patience=5, eval_beam=10, log_every=1, max_seconds=3600.0,
+                         ema_decay=None)  # fmt: skip
 
 
-def test_data_parallel_two_processes_match_one_process(tmp_path: Path) -> None:
+# dense: sequences of every length (each process pads its half to its own width); experts:
+# top-2 of 4 with bias balancing, on sequences of one length, because the router counts every
+# decoder row, padding included, so a process's own padding would change the load it counts
+@pytest.mark.parametrize("n_experts, length", [(0, None), (4, 10)])
+def test_data_parallel_two_processes_match_one_process(
+    tmp_path: Path, n_experts: int, length: int | None
+) -> None:
     """2 gloo processes, each taking half of every batch, take the same steps as 1 process
-    with the same global batch (up to float summation order)."""
+    with the same global batch (up to float summation order). With experts, the routed load
+    is summed over both processes too: the logged expert load and the balancing biases that
+    follow it are those of the whole batch, not of one process's half."""
     import torch.multiprocessing as mp
 
     torch.set_num_threads(1)
-    model, ids, split = setup(tmp_path, n_experts=0)  # dense: no routing flips on float noise
-    Trainer(model, ids, split, DDP_CONFIG, tmp_path / "single").fit(progress=False)
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    model, ids, split = setup(tmp_path, n_experts=n_experts, length=length)
+    single_trainer = Trainer(model, ids, split, DDP_CONFIG, tmp_path / "single")
+    if length is not None:
+        assert set(single_trainer.windows.items.lengths.tolist()) == {length - 2}
+    single_trainer.fit(progress=False)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), n_experts, length),
+             nprocs=2, join=True)  # fmt: skip
     single = (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
     double = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(single) == len(double) > 10  # step records and the epoch record
     for a, b in zip(map(json.loads, single), map(json.loads, double)):
         assert a["epoch"] == b["epoch"] and a.get("codes") == b.get("codes")
+        assert ("expert_load" in a) == ("expert_load" in b) == (n_experts > 0 and "ntp" in a)
         if "ntp" in a:  # the global loss of every step, summed over both processes
             assert b["ntp"] == pytest.approx(a["ntp"], abs=1e-5)
         else:
             assert b["valid_recall@10"] == pytest.approx(a["valid_recall@10"], abs=1e-9)
+        if "expert_load" in a:  # routed slot counts are integers: the shares agree exactly
+            assert b["expert_load"] == a["expert_load"]
+    ddp = torch.load(tmp_path / "ddp_state.pt")
+    one = model.state_dict()
+    biases = [k for k in one if k.endswith(".ffn.bias")]
+    assert len(biases) == (2 if n_experts else 0)  # one per decoder layer
+    for k in biases:  # each step moves them by +-bias_update_rate (1e-3) per expert
+        assert one[k].abs().sum() > 0
+        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-7, msg=k)
     # Adam turns float-order noise in near-zero gradients into small weight differences; a
     # wrong reduction (a mean instead of a sum, a missing all-reduce) moves weights by ~lr
-    ddp = torch.load(tmp_path / "ddp_weights.pt")
-    assert (ddp - weights(model)).abs().max() < 5e-3
-    assert (ddp - weights(model)).abs().mean() < 5e-5
+    flat = {name: torch.cat([v.flatten() for v in state.values()]) for name, state in
+            (("one", one), ("ddp", ddp))}  # fmt: skip
+    assert (flat["ddp"] - flat["one"]).abs().max() < 5e-3
+    assert (flat["ddp"] - flat["one"]).abs().mean() < 5e-5
