@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,21 @@ def data_dir() -> Path:
             pytest.fail(message + ": CI must have ../shared/data beside the project")
         pytest.skip(message)
     return path
+
+
+def _same_blob_rate(codes: torch.Tensor, blob: torch.Tensor) -> float:
+    """Of the item pairs that share all their ``codes`` (N, L), the fraction from one ``blob``."""
+    _, group = torch.unique(codes, dim=0, return_inverse=True)
+    same_codes = group[:, None] == group[None, :]
+    same_codes.fill_diagonal_(False)
+    if not bool(same_codes.any()):
+        return 1.0
+    return float((blob[:, None] == blob[None, :])[same_codes].float().mean())
+
+
+@pytest.fixture
+def same_blob_rate():
+    """Tokenizer tests' check that codes follow the data: constant or random codes score about
+    1 / number of blobs, codes that recover well-separated blobs score near 1. It is measured
+    on the quantizer's own codes, before the disambiguating code makes every ID unique."""
+    return _same_blob_rate
