@@ -84,7 +84,7 @@ def _same_blob_rate(codes: torch.Tensor, blob: torch.Tensor) -> float:
 
 
 @pytest.fixture
-def same_blob_rate():
+def same_blob_rate() -> Callable[[torch.Tensor, torch.Tensor], float]:
     """Tokenizer tests' check that codes follow the data: constant or random codes score about
     1 / number of blobs, codes that recover well-separated blobs score near 1. It is measured
     on the quantizer's own codes, before the disambiguating code makes every ID unique."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from onerec.data import IdMap, leave_one_out, read_dataset
 from onerec.data.ragged import Ragged
@@ -94,22 +96,26 @@ def test_fuse_balances_blocks() -> None:
         fuse({"a": big, "b": small[:10]})
 
 
-def test_item_embeddings_from_a_dataset_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_item_embeddings_from_a_dataset_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source is computed once, written to the cache, and read back from it after."""
     import onerec.embeddings.build as build
 
     cache = tmp_path / "cache"  # this test's own: nothing another test cached counts
     monkeypatch.setenv("ONEREC_CACHE_DIR", str(cache))
     calls = {"attributes": 0, "collaborative": 0}
 
-    def counted(name, compute):
-        def spy(*args, **kwargs):
+    def counted(name: str, compute: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        def spy(*args: Any, **kwargs: Any) -> np.ndarray:
             calls[name] += 1
             return compute(*args, **kwargs)
 
         return spy
 
-    monkeypatch.setattr(build, "attribute_embeddings", counted("attributes", build.attribute_embeddings))
-    monkeypatch.setattr(build, "cooccurrence_embeddings", counted("collaborative", build.cooccurrence_embeddings))
+    for name, function in (("attributes", "attribute_embeddings"),
+                           ("collaborative", "cooccurrence_embeddings")):  # fmt: skip
+        monkeypatch.setattr(build, function, counted(name, getattr(build, function)))
     seq = tmp_path / "s.txt"
     seq.write_text("".join(f"{u} " + " ".join(str(1 + (u + k) % 12) for k in range(6)) + "\n" for u in range(1, 40)))
     attrs = tmp_path / "a.json"
@@ -131,11 +137,10 @@ def test_item_embeddings_from_a_dataset_are_cached(tmp_path: Path, monkeypatch: 
     assert calls == {"attributes": 1, "collaborative": 1}
     assert {name: f.stat().st_mtime_ns for name, f in cached().items()} == written
     # what it returns is what the file holds
-    from safetensors.numpy import load_file, save_file
-
     marked = load_file(files["attributes"])["embeddings"] + 1.0
     save_file({"embeddings": marked}, files["attributes"])
-    np.testing.assert_array_equal(item_embeddings(ds, EmbeddingConfig(sources=("attributes",), dim=4)), marked)
+    attributes_only = EmbeddingConfig(sources=("attributes",), dim=4)
+    np.testing.assert_array_equal(item_embeddings(ds, attributes_only), marked)
     # other settings are another key: computed and cached beside, never served from the old file
     assert item_embeddings(ds, EmbeddingConfig(sources=("attributes",), dim=3)).shape == (12, 3)
     assert calls["attributes"] == 2 and len(list((cache / "embeddings").glob("attributes-*"))) == 2

@@ -19,7 +19,9 @@ from onerec.tokenizer import (
 )
 
 
-def blobs(n: int, dim: int = 16, n_blobs: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    n: int, dim: int = 16, n_blobs: int = 20, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points in ``n_blobs`` well-separated blobs, and the blob of every point."""
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(n_blobs, dim, generator=g) * 4
