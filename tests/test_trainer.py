@@ -74,8 +74,10 @@ def weights(model: OneRec) -> torch.Tensor:
 
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None) -> None:
+    # on the CPU in fp32: bit-for-bit comparisons need deterministic kernels
     config = TrainConfig(history_length=8, batch_size=64, epochs=2, lr=3e-3, warmup_steps=5,
-                         patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay)
+                         patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay,
+                         device="cpu", precision="fp32")  # fmt: skip
     model, ids, split = setup(tmp_path, dropout=0.1)  # dropout: the resumed epoch's masks too
     state = Trainer(model, ids, split, config, tmp_path / "full").fit(progress=False)
     assert state["epochs"] == 2 and 0 <= state["best_valid_recall@10"] <= 1
@@ -145,7 +147,7 @@ def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path
     kept = {}
     for name, decay in (("raw", None), ("ema", 0.9)):
         config = TrainConfig(history_length=8, batch_size=64, epochs=1, lr=3e-3, warmup_steps=5,
-                             eval_beam=10, ema_decay=decay)  # fmt: skip
+                             eval_beam=10, ema_decay=decay, device="cpu")  # fmt: skip
         model, ids, split = setup(tmp_path)
         Trainer(model, ids, split, config, tmp_path / name).fit(progress=False)
         kept[name] = (load_file(tmp_path / name / "last.safetensors"),
@@ -225,7 +227,7 @@ def _ddp_worker(
 # a budget it never spends: every step still asks rank 0's clock (a broadcast all ranks join)
 DDP_CONFIG = TrainConfig(history_length=8, batch_size=48, epochs=1, lr=3e-3, warmup_steps=3,
                          patience=5, eval_beam=10, log_every=1, max_seconds=3600.0,
-                         ema_decay=None)  # fmt: skip
+                         ema_decay=None, device="cpu", precision="fp32")  # fmt: skip
 
 
 # dense: sequences of every length (each process pads its half to its own width); experts:
