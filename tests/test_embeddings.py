@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from onerec.data import IdMap, leave_one_out, read_dataset
 from onerec.data.ragged import Ragged
@@ -94,7 +96,26 @@ def test_fuse_balances_blocks() -> None:
         fuse({"a": big, "b": small[:10]})
 
 
-def test_item_embeddings_from_a_dataset_are_cached(tmp_path: Path) -> None:
+def test_item_embeddings_from_a_dataset_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source is computed once, written to the cache, and read back from it after."""
+    import onerec.embeddings.build as build
+
+    cache = tmp_path / "cache"  # this test's own: nothing another test cached counts
+    monkeypatch.setenv("ONEREC_CACHE_DIR", str(cache))
+    calls = {"attributes": 0, "collaborative": 0}
+
+    def counted(name: str, compute: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        def spy(*args: Any, **kwargs: Any) -> np.ndarray:
+            calls[name] += 1
+            return compute(*args, **kwargs)
+
+        return spy
+
+    for name, function in (("attributes", "attribute_embeddings"),
+                           ("collaborative", "cooccurrence_embeddings")):  # fmt: skip
+        monkeypatch.setattr(build, function, counted(name, getattr(build, function)))
     seq = tmp_path / "s.txt"
     seq.write_text("".join(f"{u} " + " ".join(str(1 + (u + k) % 12) for k in range(6)) + "\n" for u in range(1, 40)))
     attrs = tmp_path / "a.json"
@@ -102,11 +123,31 @@ def test_item_embeddings_from_a_dataset_are_cached(tmp_path: Path) -> None:
     ds = read_dataset(seq, item_files=[attrs])
     split = leave_one_out(ds.log)
     cfg = EmbeddingConfig(sources=("attributes", "collaborative"), dim=4)
+
+    def cached() -> dict[str, Path]:
+        return {f.name.split("-")[0]: f for f in (cache / "embeddings").glob("*.safetensors")}
+
     x = item_embeddings(ds, cfg, split=split)
-    assert x.shape == (12, 8)
-    cached = sorted((Path(__import__("os").environ["ONEREC_CACHE_DIR"]) / "embeddings").glob("*.safetensors"))
-    assert len(cached) >= 2
+    assert x.shape == (12, 8) and calls == {"attributes": 1, "collaborative": 1}
+    files = cached()
+    assert sorted(files) == ["attributes", "collaborative"]  # one file per source, written
+    written = {name: f.stat().st_mtime_ns for name, f in files.items()}
+    # the second call reads the files: nothing is computed, nothing rewritten
     np.testing.assert_array_equal(item_embeddings(ds, cfg, split=split), x)
+    assert calls == {"attributes": 1, "collaborative": 1}
+    assert {name: f.stat().st_mtime_ns for name, f in cached().items()} == written
+    # what it returns is what the file holds
+    marked = load_file(files["attributes"])["embeddings"] + 1.0
+    save_file({"embeddings": marked}, files["attributes"])
+    attributes_only = EmbeddingConfig(sources=("attributes",), dim=4)
+    np.testing.assert_array_equal(item_embeddings(ds, attributes_only), marked)
+    # other settings are another key: computed and cached beside, never served from the old file
+    assert item_embeddings(ds, EmbeddingConfig(sources=("attributes",), dim=3)).shape == (12, 3)
+    assert calls["attributes"] == 2 and len(list((cache / "embeddings").glob("attributes-*"))) == 2
+    # use_cache=False computes and writes nothing
+    item_embeddings(ds, cfg, split=split, use_cache=False)
+    assert calls == {"attributes": 3, "collaborative": 2}
+    assert len(list((cache / "embeddings").iterdir())) == 3
     with pytest.raises(EmbeddingError, match="training split only"):
         item_embeddings(ds, EmbeddingConfig(sources=("collaborative",)))
     with pytest.raises(EmbeddingError, match="no text fields"):

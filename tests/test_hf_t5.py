@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+# a dev dependency: in CI (CI=true) conftest.py stops the run when it does not import
 pytest.importorskip(
     "transformers", reason="transformers is not installed (pip install -e '.[dev]')"
 )

@@ -13,6 +13,7 @@ from onerec.data import Dataset, Split
 from onerec.exceptions import ConfigError
 from onerec.model.onerec import OneRec
 from onerec.quickstart import METRICS, QuickstartConfig, run
+from onerec.simulator import Simulator, SimulatorConfig
 
 MODELS = ("onerec", "popularity", "sasrec-ce", "true-top", "random")
 
@@ -98,3 +99,28 @@ def test_next_item_targets_train_a_model_that_still_generates_sessions(tmp_path:
                                sessions.column("model").to_pylist()) if m == "onerec"]  # fmt: skip
     assert items and all(len(s) == 5 and len(set(s)) == 5 for s in items)
     assert np.isfinite(summary["rewards"]["onerec"]["swt_mean"])
+
+
+def test_onerec_sessions_beat_random_sessions(tmp_path: Path) -> None:
+    """OneRec's sessions hold videos its users truly like, which random sessions (which every
+    check above accepts) do not. Measured on the simulator's true scores: the mean percentile,
+    within each user's true ranking of the catalog, of the videos in a model's sessions, a
+    statistic of 1,500 videos (the oracle's sampled rewards vary too much between two random
+    draws to tell random sessions from a weak model's). "tiny" (1 epoch) is not enough: there
+    OneRec's percentile was 0.40-0.68 on seeds 0-4, random's 0.46-0.51. With 5 epochs and 100
+    evaluation users, seeds 0-7 gave OneRec 0.65-0.84 against random's 0.45-0.51 (a gap of at
+    least 0.18), and uniformly random OneRec sessions about 0.5."""
+    cfg = replace(QuickstartConfig.scale("tiny", seed=1), onerec_epochs=5, eval_users=100)
+    out = tmp_path / "run"
+    rewards = run(out, config=cfg, progress=False)["rewards"]
+    sim = Simulator(SimulatorConfig.load(out / "simulator.json"))  # the run's own platform
+    table = pq.read_table(out / "sessions.parquet").to_pydict()
+    users, items = np.asarray(table["user"]), np.asarray(table["items"])
+    scores = sim.item_scores(users)  # (sessions, catalog) true logits
+    percentile = scores.argsort(axis=1).argsort(axis=1) / (scores.shape[1] - 1)
+    per_session = np.take_along_axis(percentile, items, axis=1).mean(axis=1)
+    model = np.asarray(table["model"])
+    mean = {m: float(per_session[model == m].mean()) for m in MODELS}
+    assert mean["true-top"] > 0.9  # the statistic reads the run's own true scores
+    assert mean["onerec"] > mean["random"] + 0.1
+    assert rewards["onerec"]["reward_mean"] > rewards["random"]["reward_mean"]

@@ -19,10 +19,18 @@ from onerec.tokenizer import (
 )
 
 
-def clustered(n: int, dim: int = 16, n_blobs: int = 20, seed: int = 0) -> torch.Tensor:
+def blobs(
+    n: int, dim: int = 16, n_blobs: int = 20, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points in ``n_blobs`` well-separated blobs, and the blob of every point."""
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(n_blobs, dim, generator=g) * 4
-    return centers[torch.randint(n_blobs, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    blob = torch.randint(n_blobs, (n,), generator=g)
+    return centers[blob] + torch.randn(n, dim, generator=g), blob
+
+
+def clustered(n: int, dim: int = 16, n_blobs: int = 20, seed: int = 0) -> torch.Tensor:
+    return blobs(n, dim, n_blobs, seed)[0]
 
 
 def fit(x: torch.Tensor, **kw) -> ResidualKMeansQuantizer:
@@ -43,13 +51,23 @@ def test_every_level_is_exactly_balanced(n):
             assert (sizes == n // 8).all()
 
 
-def test_per_level_codebook_sizes_and_plain_kmeans():
-    x = clustered(300)
+def test_per_level_codebook_sizes_and_plain_kmeans(same_blob_rate):
+    x, blob = blobs(300)
     q = fit(x, codebook_size=[16, 8, 4])
     assert q.level_sizes == [16, 8, 4]
     assert [b.shape for b in q.codebooks] == [(16, 16), (8, 16), (4, 16)]
-    plain = fit(x, balanced=False)
-    assert plain.semantic_ids.codes.shape[0] == 300
+    plain = fit(x, codebook_size=[16, 8, 4], balanced=False)
+    ids = plain.semantic_ids
+    assert ids.codes.shape[0] == 300 and ids.base_levels == 3
+    # plain k-means codes, before the disambiguating code: every code of every level in use
+    # (k-means re-seeds empty clusters), and the 20 blobs recovered (seeds 0-3: every pair of
+    # items sharing their 3 codes is from one blob; constant or random codes: about 1 in 20)
+    base = ids.codes[:, :3]
+    assert [len(torch.unique(base[:, level])) for level in range(3)] == [16, 8, 4]
+    assert same_blob_rate(base, blob) > 0.95
+    # most blobs lie inside one first-level cluster (seeds 0-3: 98-100% of the items)
+    majority = sum(int(torch.bincount(base[blob == b, 0]).max()) for b in blob.unique())
+    assert majority >= 0.95 * len(x)
 
 
 def test_fit_is_deterministic_under_a_seed():

@@ -49,14 +49,22 @@ def test_length_batches_group_similar_lengths_and_cover_everything():
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
 
-def setup(tmp: Path, **model_overrides):
+def setup(tmp: Path, length: int | None = None, **model_overrides):
+    """A tiny OneRec (4 experts, top-2, no dropout unless overridden: set here, not taken from
+    defaults that may change), the semantic IDs and the split it trains on. ``length``: keep
+    only users with that many interactions, and only their first ``length`` (no padding)."""
     ds = generate(SyntheticConfig(num_users=120, num_items=60, mean_interactions=12, seed=0))
-    split = leave_one_out(ds.log, history_length=8)
+    log = ds.log.sorted()
+    if length is not None:
+        rank = np.arange(len(log)) - np.searchsorted(log.user, log.user)  # position in its user
+        log = log.take((rank < length) & (np.bincount(log.user)[log.user] >= length))
+    split = leave_one_out(log, history_length=8)
     x = cooccurrence_embeddings(split.train_sequences(), 60, dim=8)
     ids = tokenize(x, TokenizeConfig(levels=2, codebook_size=8, iters=5)).semantic_ids
     torch.manual_seed(0)
-    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, max_history=8, n_user_buckets=128,
-                                        **model_overrides))
+    sizes = dict(max_history=8, n_user_buckets=128, n_experts=4, top_k=2, moe_balance="bias",
+                 dropout=0.0)  # fmt: skip
+    model = OneRec(OneRecConfig.preset("tiny", ids.level_sizes, **{**sizes, **model_overrides}))
     return model, ids, split
 
 
@@ -66,9 +74,11 @@ def weights(model: OneRec) -> torch.Tensor:
 
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None) -> None:
+    # on the CPU in fp32: bit-for-bit comparisons need deterministic kernels
     config = TrainConfig(history_length=8, batch_size=64, epochs=2, lr=3e-3, warmup_steps=5,
-                         patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay)
-    model, ids, split = setup(tmp_path)
+                         patience=5, eval_beam=10, log_every=5, ema_decay=ema_decay,
+                         device="cpu", precision="fp32")  # fmt: skip
+    model, ids, split = setup(tmp_path, dropout=0.1)  # dropout: the resumed epoch's masks too
     state = Trainer(model, ids, split, config, tmp_path / "full").fit(progress=False)
     assert state["epochs"] == 2 and 0 <= state["best_valid_recall@10"] <= 1
     lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -81,7 +91,7 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     assert best.config == model.config
 
     # the same run, killed during its second epoch's validation, then resumed from last.safetensors
-    model1, ids1, split1 = setup(tmp_path)
+    model1, ids1, split1 = setup(tmp_path, dropout=0.1)
     killed = Trainer(model1, ids1, split1, config, tmp_path / "part")
     calls = {"n": 0}
     validate = killed.validate
@@ -95,7 +105,7 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     killed.validate = dies_on_second_call  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         killed.fit(progress=False)
-    model2, ids2, split2 = setup(tmp_path)
+    model2, ids2, split2 = setup(tmp_path, dropout=0.1)
     torch.manual_seed(123)  # whatever state the new process is in
     resumed = Trainer(model2, ids2, split2, config, tmp_path / "part")
     resumed.fit(progress=False)
@@ -104,12 +114,17 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
     part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in part_log] == [json.loads(x)["epoch"] for x in full_log]
     torch.testing.assert_close(weights(model2), weights(model), rtol=0, atol=0)
-    if ema_decay is not None:  # the moving average resumed exactly too
-        full, part = (load_file(tmp_path / run / "last.safetensors") for run in ("full", "part"))
-        assert any(k.startswith("ema.") for k in full)
-        for k in full:
-            if k.startswith("ema."):
-                torch.testing.assert_close(part[k], full[k], rtol=0, atol=0)
+    # the selected weights above may be the first epoch's, written before the kill; the last
+    # checkpoint is the resumed epoch's own: raw weights, AdamW moments, the moving average and
+    # the counters, bit for bit
+    full, part = (load_file(tmp_path / run / "last.safetensors") for run in ("full", "part"))
+    assert sorted(part) == sorted(full)
+    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in full)
+    assert any(k.startswith("ema.") for k in full) == (ema_decay is not None)
+    assert full["trainer.counters"][0] == 2  # written after the second (resumed) epoch
+    for k in full:
+        if k != "trainer.elapsed":  # wall-clock seconds
+            torch.testing.assert_close(part[k], full[k], rtol=0, atol=0, msg=k)
 
 
 def test_weight_average_follows_its_formula_and_swaps_back() -> None:
@@ -132,7 +147,7 @@ def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path
     kept = {}
     for name, decay in (("raw", None), ("ema", 0.9)):
         config = TrainConfig(history_length=8, batch_size=64, epochs=1, lr=3e-3, warmup_steps=5,
-                             eval_beam=10, ema_decay=decay)  # fmt: skip
+                             eval_beam=10, ema_decay=decay, device="cpu")  # fmt: skip
         model, ids, split = setup(tmp_path)
         Trainer(model, ids, split, config, tmp_path / name).fit(progress=False)
         kept[name] = (load_file(tmp_path / name / "last.safetensors"),
@@ -153,7 +168,7 @@ def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path
 
 def test_time_budget_stops_at_the_step_that_spends_it(tmp_path: Path) -> None:
     config = TrainConfig(history_length=8, batch_size=64, epochs=50, patience=50, eval_beam=10,
-                         max_seconds=1e-6)  # fmt: skip
+                         max_seconds=1e-6, ema_decay=None)  # fmt: skip
     model, ids, split = setup(tmp_path)
     trainer = Trainer(model, ids, split, config, tmp_path / "run")
     assert trainer.steps_per_epoch > 1
@@ -192,46 +207,72 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "another catalog" in capsys.readouterr().err
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(
+    rank: int, world: int, init_file: str, out_dir: str, n_experts: int, length: int | None
+) -> None:
     """One of ``world`` gloo processes training the run of ``test_data_parallel...``."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        model, ids, split = setup(Path(out_dir), n_experts=0)
+        model, ids, split = setup(Path(out_dir), n_experts=n_experts, length=length)
         Trainer(model, ids, split, DDP_CONFIG, Path(out_dir) / "ddp").fit(progress=False)
         if rank == 0:
-            torch.save(weights(model), Path(out_dir) / "ddp_weights.pt")
+            torch.save(model.state_dict(), Path(out_dir) / "ddp_state.pt")
     finally:
         dist.destroy_process_group()
 
 
 # a budget it never spends: every step still asks rank 0's clock (a broadcast all ranks join)
 DDP_CONFIG = TrainConfig(history_length=8, batch_size=48, epochs=1, lr=3e-3, warmup_steps=3,
-                         patience=5, eval_beam=10, log_every=2, max_seconds=3600.0)
+                         patience=5, eval_beam=10, log_every=1, max_seconds=3600.0,
+                         ema_decay=None, device="cpu", precision="fp32")  # fmt: skip
 
 
-def test_data_parallel_two_processes_match_one_process(tmp_path: Path) -> None:
+# dense: sequences of every length (each process pads its half to its own width); experts:
+# top-2 of 4 with bias balancing, on sequences of one length, because the router counts every
+# decoder row, padding included, so a process's own padding would change the load it counts
+@pytest.mark.parametrize("n_experts, length", [(0, None), (4, 10)])
+def test_data_parallel_two_processes_match_one_process(
+    tmp_path: Path, n_experts: int, length: int | None
+) -> None:
     """2 gloo processes, each taking half of every batch, take the same steps as 1 process
-    with the same global batch (up to float summation order)."""
+    with the same global batch (up to float summation order). With experts, the routed load
+    is summed over both processes too: the logged expert load and the balancing biases that
+    follow it are those of the whole batch, not of one process's half."""
     import torch.multiprocessing as mp
 
     torch.set_num_threads(1)
-    model, ids, split = setup(tmp_path, n_experts=0)  # dense: no routing flips on float noise
-    Trainer(model, ids, split, DDP_CONFIG, tmp_path / "single").fit(progress=False)
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    model, ids, split = setup(tmp_path, n_experts=n_experts, length=length)
+    single_trainer = Trainer(model, ids, split, DDP_CONFIG, tmp_path / "single")
+    if length is not None:
+        assert set(single_trainer.windows.items.lengths.tolist()) == {length - 2}
+    single_trainer.fit(progress=False)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), n_experts, length),
+             nprocs=2, join=True)  # fmt: skip
     single = (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
     double = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(single) == len(double) > 10  # step records and the epoch record
     for a, b in zip(map(json.loads, single), map(json.loads, double)):
         assert a["epoch"] == b["epoch"] and a.get("codes") == b.get("codes")
+        assert ("expert_load" in a) == ("expert_load" in b) == (n_experts > 0 and "ntp" in a)
         if "ntp" in a:  # the global loss of every step, summed over both processes
             assert b["ntp"] == pytest.approx(a["ntp"], abs=1e-5)
         else:
             assert b["valid_recall@10"] == pytest.approx(a["valid_recall@10"], abs=1e-9)
+        if "expert_load" in a:  # routed slot counts are integers: the shares agree exactly
+            assert b["expert_load"] == a["expert_load"]
+    ddp = torch.load(tmp_path / "ddp_state.pt")
+    one = model.state_dict()
+    biases = [k for k in one if k.endswith(".ffn.bias")]
+    assert len(biases) == (2 if n_experts else 0)  # one per decoder layer
+    for k in biases:  # each step moves them by +-bias_update_rate (1e-3) per expert
+        assert one[k].abs().sum() > 0
+        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-7, msg=k)
     # Adam turns float-order noise in near-zero gradients into small weight differences; a
     # wrong reduction (a mean instead of a sum, a missing all-reduce) moves weights by ~lr
-    ddp = torch.load(tmp_path / "ddp_weights.pt")
-    assert (ddp - weights(model)).abs().max() < 5e-3
-    assert (ddp - weights(model)).abs().mean() < 5e-5
+    flat = {name: torch.cat([v.flatten() for v in state.values()]) for name, state in
+            (("one", one), ("ddp", ddp))}  # fmt: skip
+    assert (flat["ddp"] - flat["one"]).abs().max() < 5e-3
+    assert (flat["ddp"] - flat["one"]).abs().mean() < 5e-5

@@ -336,6 +336,8 @@ class Trainer:
                 dist.all_reduce(p.grad)
             for moe in model.moe_layers():
                 dist.all_reduce(moe.pending_load)
+                # the logged load: this step's share of the whole batch, not of this process's part
+                moe.load.copy_(moe.pending_load / moe.pending_load.sum().clamp(min=1))
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
