@@ -196,3 +196,20 @@ class SimulatorError(OneRecError, ValueError):
     """The simulator's oracle or response sampler was given users, sessions or times it cannot
     score: ids out of range, a session array that is not 2-D, padding (-1) before an item, or a
     time outside [0, 1]."""
+
+
+# --- alignment (reward model, DPO, IPA) -----------------------------------------------------------
+class MissingSignalError(MissingColumnError):
+    """A log lacks the feedback signals (or session ids) a reward model is trained on."""
+
+
+class AlignmentError(OneRecError, ValueError):
+    """Preference alignment got inputs that do not fit together."""
+
+
+class AlignmentConfigError(AlignmentError, ConfigError):
+    """An alignment setting is out of range (r_DPO, sessions per user, beta, weights, ...)."""
+
+
+class CatalogMismatchError(AlignmentError):
+    """A generator's semantic IDs and a reward model were made for different catalogs."""
