@@ -190,7 +190,7 @@ def train_reward_model(
                 optimizer.step()
                 total += float(loss.detach()) * len(rows)
                 if step % config.log_every == 0:
-                    log.write(json.dumps({"epoch": epoch, "step": step, "loss": float(loss)}) + "\n")
+                    log.write(json.dumps({"epoch": epoch, "step": step, "loss": float(loss.detach())}) + "\n")
                 step += 1
             heldout = _heldout_loss(rm, held_t, config.batch_size)
             improved = heldout < best

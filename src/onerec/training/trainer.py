@@ -30,7 +30,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -262,6 +262,9 @@ class Trainer:
         self.average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -1.0, 0
         self.elapsed = 0.0  # seconds of training and validation, summed over resumes
+        # turns a step's next-token loss into the loss to minimise (None: the loss itself);
+        # preference alignment adds its DPO term here (onerec.alignment.ipa), single process
+        self.objective: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
@@ -293,6 +296,8 @@ class Trainer:
             total, n_codes, aux = out.ntp, out.n_codes, out.aux
         count = self._sum(torch.tensor(float(n_codes), device=self.device)).clamp(min=1)
         loss = total / count + model.config.aux_loss_weight * aux / self.world
+        if self.objective is not None:
+            loss = self.objective(loss)
         if loss.requires_grad:
             loss.backward()
         for p in model.parameters():  # experts no token chose: a zero gradient, in every process
