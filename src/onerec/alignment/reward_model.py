@@ -3,7 +3,8 @@
 Read top to bottom: the config, target attention, a self-attention block, the model. For a user
 (their watched history, most recent last) and a session of m items:
 
-1. every session item j gets a **target-aware representation**: the user representation u_j is
+1. every session item j (its embedding: a learned item-id vector plus, optionally, a projection of
+   fixed side features such as a content embedding and log duration) gets a **target-aware representation**: the user representation u_j is
    target attention from the item's embedding e_j over the history's item embeddings (a learned
    "no history" slot keeps empty histories defined), and ``x_j = W [e_j; u_j; e_j * u_j] + p_j``
    (the paper's "item embedding times user representation", with both factors kept beside their
@@ -70,6 +71,7 @@ class RewardModelConfig:
     layers: int = 1
     history_length: int = 20
     session_items: int = 5
+    item_features: int = 0  # width of fixed per-item side features (content, duration); 0: none
     dropout: float = 0.1
     swt_scale: float = 1.0
     references: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -77,10 +79,11 @@ class RewardModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_items", "d_model", "n_heads", "layers", "history_length",
-                     "session_items"):  # fmt: skip
+                     "session_items", "item_features"):  # fmt: skip
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AlignmentConfigError(f"RewardModelConfig.{name} must be an int >= 1, "
+            low = 0 if name == "item_features" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise AlignmentConfigError(f"RewardModelConfig.{name} must be an int >= {low}, "
                                            f"got {value!r}")  # fmt: skip
         if self.d_model % self.n_heads:
             raise AlignmentConfigError(
@@ -160,6 +163,10 @@ class RewardModel(nn.Module):
         self.config = c = config
         d = c.d_model
         self.item_emb = nn.Embedding(c.num_items + 1, d)  # row num_items: padding
+        # fixed side features of every item (row num_items: padding), set by the trainer: they
+        # let the RM generalize to items the logging policy rarely showed
+        self.register_buffer("features", torch.zeros(c.num_items + 1, c.item_features))
+        self.feature_proj = nn.Linear(c.item_features, d, bias=False) if c.item_features else None
         self.pos_emb = nn.Embedding(c.session_items, d)
         self.target_attention = TargetAttention(d, c.n_heads)
         self.combine = nn.Linear(3 * d, d)
@@ -174,7 +181,10 @@ class RewardModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
 
     def _embed(self, items: Tensor) -> Tensor:
-        return self.item_emb(torch.where(items >= 0, items, self.config.num_items))
+        """``(..., d)``: an item's learned embedding plus its projected side features."""
+        rows = torch.where(items >= 0, items, self.config.num_items)
+        e = self.item_emb(rows)
+        return e if self.feature_proj is None else e + self.feature_proj(self.features[rows])
 
     def forward(self, history: Tensor, sessions: Tensor) -> Tensor:
         """Logits ``(B, 4)`` of swt, vtr, wtr, ltr for ``sessions`` (B, m) after ``history``

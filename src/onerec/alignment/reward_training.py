@@ -136,11 +136,14 @@ def train_reward_model(
     num_items: int,
     catalog: str = "",
     model: dict[str, Any] | None = None,
+    item_features: np.ndarray | None = None,
     progress: bool = True,
 ) -> RewardRun:
     """Train an RM on ``sessions`` into ``out`` (resumed when it holds a run), select the epoch
     with the lowest held-out loss, and grade it (``evaluation.json``). ``model``: fields of
-    :class:`RewardModelConfig` (sizes, ``weights``); the scale and references are fitted here."""
+    :class:`RewardModelConfig` (sizes, ``weights``); the scale and references are fitted here.
+    ``item_features`` ``(num_items, F)``: fixed side features of every item (standardized here
+    and kept in the model's weights)."""
     config = config or RewardTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +152,16 @@ def train_reward_model(
     scale, references, clipped = fit_scales(train, config.swt_quantile)
     overrides = dict(model or {})
     overrides.setdefault("session_items", sessions.items.shape[1])
+    features = None
+    if item_features is not None:
+        features = np.asarray(item_features, dtype=np.float64)
+        if features.ndim != 2 or len(features) != num_items or not np.isfinite(features).all():
+            raise AlignmentConfigError(
+                f"item_features must be a finite (num_items={num_items}, F) array, got shape "
+                f"{features.shape}"
+            )
+        features = (features - features.mean(0)) / np.maximum(features.std(0), 1e-8)
+        overrides["item_features"] = features.shape[1]
     model_config = RewardModelConfig(num_items=num_items, catalog=catalog, swt_scale=scale,
                                      references=references, **overrides)  # fmt: skip
     saved = out / "reward_config.json"
@@ -162,6 +175,8 @@ def train_reward_model(
     (out / "reward_train_config.json").write_text(json.dumps(asdict(config), indent=2))
     torch.manual_seed(config.seed)
     rm = RewardModel(model_config)
+    if features is not None:
+        rm.features[:num_items] = torch.from_numpy(features).float()
     optimizer = torch.optim.AdamW(rm.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     epoch, step, best = 0, 0, float("inf")
     metrics = out / "metrics.jsonl"
