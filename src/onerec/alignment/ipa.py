@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -245,3 +245,40 @@ def preference_objective(
         return config.ntp_weight * ntp + config.dpo_weight * loss
 
     return objective
+
+
+def align_from_run(
+    run_dir: str | Path,
+    dataset: Any,
+    reward_dir: str | Path,
+    out: str | Path,
+    config: AlignConfig,
+    *,
+    progress: bool = True,
+) -> AlignedRun:
+    """IPA from a run folder of ``onerec train`` (its model, semantic IDs and training settings)
+    on the ``dataset`` it was trained on, with the reward model saved in ``reward_dir``. The
+    run's training settings (session items, history, batches, validation) are the defaults of
+    every iteration's training; ``config.train`` overrides them."""
+    from onerec.alignment.reward_model import catalog_fingerprint
+    from onerec.data.splits import leave_one_out
+    from onerec.tokenizer.pipeline import load_tokenization
+
+    run_dir = Path(run_dir)
+    items, ids = load_tokenization(run_dir)
+    if not np.array_equal(items.raw, dataset.log.items.raw):
+        raise AlignmentError(
+            f"the run in {run_dir} was trained on another catalog ({len(items)} items) than this "
+            f"dataset ({dataset.num_items} items): pass the dataset the run was trained on"
+        )
+    trained = TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text()))
+    split = leave_one_out(dataset.log, history_length=trained.history_length,
+                          features=trained.features)  # fmt: skip
+    inherited = {k: v for k, v in asdict(trained).items()
+                 if k in ("session_items", "history_length", "window_items", "batch_size",
+                          "eval_beam", "eval_users", "exclude_seen", "features", "precision")}  # fmt: skip
+    config = replace(config, train={**inherited, **config.train})
+    model = OneRec.load(run_dir).eval()
+    reward_model = RewardModel.load(reward_dir)
+    return align(model, ids, split, reward_model, out, config,
+                 catalog=catalog_fingerprint(items.raw), progress=progress)  # fmt: skip
