@@ -13,6 +13,8 @@ per model graded by the RM and the oracle with paired differences against the NT
 RM-vs-oracle rank correlations, the next-item Recall@10 on those users' test items, and
 best-of-N reranking of the NTP model's N beams by the RM (and by the oracle: the ceiling).
 Writes ``alignment<tag>.json`` and ``alignment<tag>.md`` (commit, machine, config, seconds).
+``--run-dir`` keeps every stage's run folder; a second call with the same folder and another
+``--tag`` reuses the NTP model and the reward model (finished runs are reloaded, not retrained).
 """
 
 from __future__ import annotations
@@ -132,13 +134,13 @@ def main() -> None:
                "batch_size": cfg.onerec_batch_size, "eval_users": cfg.validation_users,
                "lr": args.lr, "device": "cpu"},
     )  # fmt: skip
-    aligned = align(ntp, ids, split, rm, run_dir / "ipa", align_config, exclude_users=users,
+    aligned = align(ntp, ids, split, rm, run_dir / f"ipa{args.tag}", align_config, exclude_users=users,
                     catalog=fingerprint, progress=False)  # fmt: skip
     lap("ipa", t)
     models = {"ntp": ntp, **{f"ipa-{i}": m for i, m in enumerate(aligned.models[1:], start=1)}}
     if args.control:
         t = time.perf_counter()
-        control = align(ntp, ids, split, rm, run_dir / "ntp_continued",
+        control = align(ntp, ids, split, rm, run_dir / f"ntp_continued{args.tag}",
                         replace(align_config, dpo_weight=0.0), exclude_users=users,
                         catalog=fingerprint, progress=False)  # fmt: skip
         models.update({f"ntp-continued-{i}": m for i, m in enumerate(control.models[1:], start=1)})

@@ -60,7 +60,8 @@ def _paired(ours: np.ndarray, base: np.ndarray) -> dict[str, float]:
     diff = ours - base
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
     mean = float(diff.mean())
-    return {"diff": mean, "se": se, "relative": mean / float(base.mean()) if base.mean() else float("nan")}
+    relative = mean / float(base.mean()) if base.mean() else float("nan")
+    return {"diff": mean, "se": se, "relative": relative}
 
 
 def alignment_table(

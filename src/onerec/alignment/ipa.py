@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from onerec.alignment.dpo import dpo_loss, session_log_probs
 from onerec.alignment.pairs import PreferencePairs, check_sampling, sample_pairs
-from onerec.alignment.reward_model import RewardModel
+from onerec.alignment.reward_model import RewardModel, require_ints
 from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
 from onerec.exceptions import AlignmentConfigError, AlignmentError
@@ -72,10 +72,7 @@ class AlignConfig:
                 f"must be in (0, 1], got {self.r_dpo}"
             )
         check_sampling(self.n_sessions, self.strategy, self.negatives)
-        for name in ("iterations", "session_items", "pairs_per_step", "sample_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AlignmentConfigError(f"AlignConfig.{name} must be an int >= 1, got {value!r}")
+        require_ints(self, ("iterations", "session_items", "pairs_per_step", "sample_batch"))
         if not self.beta > 0 or self.dpo_weight < 0 or self.ntp_weight < 0:
             raise AlignmentConfigError(
                 f"beta must be > 0 and dpo_weight, ntp_weight >= 0; got {self.beta}, "
@@ -203,7 +200,8 @@ class DpoLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.records = [json.loads(r) for r in path.read_text().splitlines()] if path.exists() else []
+        lines = path.read_text().splitlines() if path.exists() else []
+        self.records = [json.loads(r) for r in lines]
         self.file = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -233,7 +231,8 @@ def preference_objective(
     def objective(ntp: torch.Tensor) -> torch.Tensor:
         step = trainer.step
         rng = np.random.default_rng([config.seed, iteration, step])
-        rows = np.sort(rng.choice(len(pairs), min(config.pairs_per_step, len(pairs)), replace=False))
+        take = min(config.pairs_per_step, len(pairs))
+        rows = np.sort(rng.choice(len(pairs), take, replace=False))
         policy = session_log_probs(trainer.model, trainer.ids, history.take(rows),
                                    pairs.user[rows], codes[rows])  # fmt: skip
         ref = reference[rows].to(policy)
@@ -274,9 +273,9 @@ def align_from_run(
     trained = TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text()))
     split = leave_one_out(dataset.log, history_length=trained.history_length,
                           features=trained.features)  # fmt: skip
-    inherited = {k: v for k, v in asdict(trained).items()
-                 if k in ("session_items", "history_length", "window_items", "batch_size",
-                          "eval_beam", "eval_users", "exclude_seen", "features", "precision")}  # fmt: skip
+    keys = ("session_items", "history_length", "window_items", "batch_size", "eval_beam",
+            "eval_users", "exclude_seen", "features", "precision")  # fmt: skip
+    inherited = {k: v for k, v in asdict(trained).items() if k in keys}
     config = replace(config, train={**inherited, **config.train})
     model = OneRec.load(run_dir).eval()
     reward_model = RewardModel.load(reward_dir)

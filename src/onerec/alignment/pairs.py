@@ -61,13 +61,15 @@ class PreferencePairs:
 
     def codes(self) -> torch.Tensor:
         """``(P, 1 + K, m, L')``: chosen first, then the rejected sessions."""
-        return torch.from_numpy(np.concatenate([self.chosen_codes[:, None], self.rejected_codes], 1))
+        both = np.concatenate([self.chosen_codes[:, None], self.rejected_codes], axis=1)
+        return torch.from_numpy(both)
 
     _ARRAYS = ("user", "chosen", "rejected", "chosen_codes", "rejected_codes", "reward_chosen",
                "reward_rejected", "reference_chosen", "reference_rejected")  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in self._ARRAYS}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k)))
+                   for k in self._ARRAYS}  # fmt: skip
         tensors["history.values"] = torch.from_numpy(self.history.values)
         tensors["history.offsets"] = torch.from_numpy(self.history.offsets)
         meta = {k: str(v) for k, v in self.stats.items()}
@@ -87,7 +89,8 @@ class PreferencePairs:
 
 def check_sampling(n_sessions: int, strategy: str, negatives: int) -> None:
     """Named errors for a sampling request that cannot give pairs."""
-    if isinstance(n_sessions, bool) or not isinstance(n_sessions, (int, np.integer)) or n_sessions < 2:
+    integer = isinstance(n_sessions, (int, np.integer)) and not isinstance(n_sessions, bool)
+    if not integer or n_sessions < 2:
         raise AlignmentConfigError(
             f"n_sessions (N) must be an int >= 2: a pair needs a chosen and a rejected session "
             f"from the same user; got {n_sessions!r}"

@@ -4,9 +4,10 @@ Read top to bottom: the config, target attention, a self-attention block, the mo
 (their watched history, most recent last) and a session of m items:
 
 1. every session item j (its embedding: a learned item-id vector plus, optionally, a projection of
-   fixed side features such as a content embedding and log duration) gets a **target-aware representation**: the user representation u_j is
-   target attention from the item's embedding e_j over the history's item embeddings (a learned
-   "no history" slot keeps empty histories defined), and ``x_j = W [e_j; u_j; e_j * u_j] + p_j``
+   fixed side features such as a content embedding and log duration) gets a **target-aware
+   representation**: the user representation u_j is target attention from the item's
+   embedding e_j over the history's item embeddings (a learned "no history" slot keeps empty
+   histories defined), and ``x_j = W [e_j; u_j; e_j * u_j] + p_j``
    (the paper's "item embedding times user representation", with both factors kept beside their
    product, plus a position embedding: order matters, later items are watched less);
 2. **self-attention** across the session's items (session effects: fatigue, coherence);
@@ -49,6 +50,17 @@ from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.model.tokens import pad_history
 
 
+def require_ints(config: object, names: tuple[str, ...], low: int = 1) -> None:
+    """Raise :class:`AlignmentConfigError` unless every named field of ``config`` is an int >=
+    ``low``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise AlignmentConfigError(
+                f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}"
+            )
+
+
 def catalog_fingerprint(raw_item_ids: np.ndarray) -> str:
     """A short hash of the catalog's raw item ids, in index order: two runs agree on what item
     index i is exactly when their fingerprints match."""
@@ -78,13 +90,9 @@ class RewardModelConfig:
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("num_items", "d_model", "n_heads", "layers", "history_length",
-                     "session_items", "item_features"):  # fmt: skip
-            value = getattr(self, name)
-            low = 0 if name == "item_features" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise AlignmentConfigError(f"RewardModelConfig.{name} must be an int >= {low}, "
-                                           f"got {value!r}")  # fmt: skip
+        require_ints(self, ("num_items", "d_model", "n_heads", "layers", "history_length",
+                            "session_items"))  # fmt: skip
+        require_ints(self, ("item_features",), low=0)
         if self.d_model % self.n_heads:
             raise AlignmentConfigError(
                 f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
@@ -267,7 +275,8 @@ class RewardModel(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "RewardModel":
         directory = Path(directory)
-        config = RewardModelConfig.from_dict(json.loads((directory / "reward_config.json").read_text()))
+        saved = json.loads((directory / "reward_config.json").read_text())
+        config = RewardModelConfig.from_dict(saved)
         model = cls(config)
         model.load_state_dict(load_file(str(directory / "reward_model.safetensors"), device=device))
         return model.to(device).eval()

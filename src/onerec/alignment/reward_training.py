@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from onerec.alignment.logged import SIGNALS, LoggedSessions
-from onerec.alignment.reward_model import RewardModel, RewardModelConfig
+from onerec.alignment.reward_model import RewardModel, RewardModelConfig, require_ints
 from onerec.exceptions import AlignmentConfigError, ConfigError
 from onerec.model.tokens import pad_history
 
@@ -52,11 +52,7 @@ class RewardTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AlignmentConfigError(f"RewardTrainConfig.{name} must be an int >= 1, "
-                                           f"got {value!r}")  # fmt: skip
+        require_ints(self, ("epochs", "batch_size", "log_every"))
         if not 0 < self.holdout < 1 or not 0 < self.swt_quantile <= 1 or not self.lr > 0:
             raise AlignmentConfigError(
                 f"holdout must be in (0, 1), swt_quantile in (0, 1], lr > 0; got {self.holdout}, "
@@ -205,7 +201,8 @@ def train_reward_model(
                 optimizer.step()
                 total += float(loss.detach()) * len(rows)
                 if step % config.log_every == 0:
-                    log.write(json.dumps({"epoch": epoch, "step": step, "loss": float(loss.detach())}) + "\n")
+                    record = {"epoch": epoch, "step": step, "loss": float(loss.detach())}
+                    log.write(json.dumps(record) + "\n")
                 step += 1
             heldout = _heldout_loss(rm, held_t, config.batch_size)
             improved = heldout < best
