@@ -31,7 +31,7 @@ import torch
 from onerec.alignment import RewardTrainConfig, logged_sessions, train_reward_model
 from onerec.alignment.evaluate import alignment_table, generate_and_grade, markdown_table
 from onerec.alignment.ipa import AlignConfig, align
-from onerec.alignment.pairs import beam_sessions
+from onerec.alignment.pairs import OracleReward, beam_sessions
 from onerec.alignment.reward_model import catalog_fingerprint
 from onerec.data.ragged import Ragged
 from onerec.data.schema import Dataset
@@ -62,6 +62,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--pairs-per-step", type=int, default=16)
     p.add_argument("--best-of-n", type=int, default=128, help="0: skip the reranking rows")
+    p.add_argument("--reward", choices=["rm", "oracle"], default="rm",
+                   help="what scores the sampled sessions: the reward model, or the simulator's "
+                   "exact reward (the upper bound of alignment)")
     p.add_argument("--control", action="store_true",
                    help="also continue the NTP model for the same steps without DPO (lambda = 0):"
                    " separates the DPO term's effect from the extra NTP training")
@@ -134,7 +137,8 @@ def main() -> None:
                "batch_size": cfg.onerec_batch_size, "eval_users": cfg.validation_users,
                "lr": args.lr, "device": "cpu"},
     )  # fmt: skip
-    aligned = align(ntp, ids, split, rm, run_dir / f"ipa{args.tag}", align_config, exclude_users=users,
+    scorer = rm if args.reward == "rm" else OracleReward(sim)
+    aligned = align(ntp, ids, split, scorer, run_dir / f"ipa{args.tag}", align_config, exclude_users=users,
                     catalog=fingerprint, progress=False)  # fmt: skip
     lap("ipa", t)
     models = {"ntp": ntp, **{f"ipa-{i}": m for i, m in enumerate(aligned.models[1:], start=1)}}
@@ -166,7 +170,7 @@ def main() -> None:
     markdown = markdown_table(table, "ntp")
     result = {
         "benchmark": "alignment", **environment(), "config": asdict(cfg),
-        "align_config": asdict(align_config), "eval_users": len(users),
+        "align_config": asdict(align_config), "pair_reward": args.reward, "eval_users": len(users),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
         "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
     }  # fmt: skip

@@ -17,7 +17,7 @@ from onerec.alignment import train_reward_model
 from onerec.alignment.dpo import dpo_loss, session_log_probs
 from onerec.alignment.evaluate import alignment_table, generate_and_grade
 from onerec.alignment.ipa import AlignConfig, align
-from onerec.alignment.pairs import beam_sessions, sample_pairs
+from onerec.alignment.pairs import OracleReward, beam_sessions, sample_pairs
 from onerec.data.schema import Dataset
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
@@ -122,6 +122,20 @@ def test_pairs_come_from_valid_items_only(platform: dict, strategy: str, negativ
     for row in range(12):
         k = next(j for j in range(8) if np.array_equal(beams[row, j], pairs.chosen[row]))
         assert pairs.reference_chosen[row] == pytest.approx(float(scores.log_probs[row, k]), abs=1e-3)
+
+
+def test_oracle_as_the_reward(platform: dict) -> None:
+    users = np.arange(5)
+    history = platform["split"].train_sequences().take(users)
+    oracle = OracleReward(platform["sim"])
+    pairs = sample_pairs(platform["model"], platform["ids"], oracle, history, users, n_sessions=6)
+    truth = platform["sim"].oracle(pairs.user, pairs.chosen)["reward"]
+    np.testing.assert_allclose(pairs.reward_chosen, truth)
+    beams = beam_sessions(platform["model"], platform["ids"], history, users, 6, 5)[0]
+    every = platform["sim"].oracle(np.repeat(users, 6), beams.reshape(30, 5))["reward"]
+    np.testing.assert_allclose(pairs.reward_chosen, every.reshape(5, 6).max(1))
+    with pytest.raises(CatalogMismatchError):
+        oracle.check_catalog(platform["ids"].n_items + 1)
 
 
 def test_named_errors(platform: dict, tmp_path: Path) -> None:

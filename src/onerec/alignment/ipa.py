@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from onerec.alignment.dpo import dpo_loss, session_log_probs
-from onerec.alignment.pairs import PreferencePairs, check_sampling, sample_pairs
+from onerec.alignment.pairs import OracleReward, PreferencePairs, check_sampling, sample_pairs
 from onerec.alignment.reward_model import RewardModel, require_ints
 from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
@@ -115,7 +115,7 @@ def align(
     model: OneRec,
     semantic_ids: SemanticIds,
     split: Split,
-    reward_model: RewardModel,
+    reward_model: RewardModel | OracleReward,
     out: str | Path,
     config: AlignConfig,
     *,

@@ -31,12 +31,31 @@ from tqdm.auto import tqdm
 from onerec.alignment.dpo import session_log_probs
 from onerec.alignment.reward_model import RewardModel
 from onerec.data.ragged import Ragged
-from onerec.exceptions import AlignmentConfigError
+from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.generation.beam_search import beam_search_sessions
 from onerec.model.onerec import OneRec
+from onerec.simulator import Simulator
 from onerec.tokenizer.residual import SemanticIds
 
 STRATEGIES = ("best_worst", "softmax", "bottom_random")
+
+
+class OracleReward:
+    """The simulator's exact combined reward in the reward model's place (right after the log,
+    ``time``): alignment against ground truth, the ceiling of what an RM could give."""
+
+    def __init__(self, sim: Simulator, time: float = 1.0) -> None:
+        self.sim, self.time = sim, time
+
+    def reward(self, users: np.ndarray, history: Ragged, sessions: np.ndarray) -> np.ndarray:
+        return self.sim.oracle(users, sessions, time=self.time)["reward"]
+
+    def check_catalog(self, n_items: int, fingerprint: str = "") -> None:
+        if n_items != self.sim.num_items:
+            raise CatalogMismatchError(
+                f"the simulator has {self.sim.num_items} items but the generator's semantic IDs "
+                f"cover {n_items}: tokenize the simulator's catalog"
+            )
 
 
 @dataclass
@@ -129,7 +148,7 @@ def beam_sessions(
 def sample_pairs(
     model: OneRec,
     semantic_ids: SemanticIds,
-    reward_model: RewardModel,
+    reward_model: RewardModel | OracleReward,
     history: Ragged,
     users: np.ndarray,
     *,
@@ -143,7 +162,8 @@ def sample_pairs(
     progress: bool = False,
 ) -> PreferencePairs:
     """Preference pairs for ``users`` (with their ``history`` rows) from the snapshot ``model``
-    (see the module doc)."""
+    (see the module doc). ``reward_model``: the RM, or :class:`OracleReward` (the simulator's
+    exact reward: the upper bound of what alignment could achieve)."""
     check_sampling(n_sessions, strategy, negatives)
     reward_model.check_catalog(semantic_ids.n_items)
     users = np.asarray(users, dtype=np.int64)
@@ -154,8 +174,10 @@ def sample_pairs(
     u, n, m = items.shape
     valid = (items >= 0).all(axis=2)  # (U, N)
     flat_history = history.take(np.repeat(np.arange(u), n))
-    reward = reward_model.score(flat_history, np.where(items >= 0, items, -1).reshape(u * n, m))
-    reward = np.where(valid, reward["reward"].reshape(u, n), -np.inf)
+    # dead beams are scored as copies of the user's first beam, then never picked
+    flat = np.where(valid[..., None], items, items[:, :1]).reshape(u * n, m)
+    reward = reward_model.reward(np.repeat(users, n), flat_history, flat)
+    reward = np.where(valid, reward.reshape(u, n), -np.inf)
     k = negatives if strategy == "softmax" else 1
     keep = valid.sum(1) >= k + 1
     rows = np.flatnonzero(keep)

@@ -251,6 +251,11 @@ class RewardModel(nn.Module):
         values = torch.cat(out).double().cpu().numpy() if out else np.zeros((0, 5))
         return {name: values[:, k] for k, name in enumerate((*SIGNALS, "reward"))}
 
+    def reward(self, users: np.ndarray, history: Ragged, sessions: np.ndarray) -> np.ndarray:
+        """The combined score ``(B,)`` of each session after its history row (``users`` is
+        unused: the RM reads histories, not user ids; the argument matches the oracle's)."""
+        return self.score(history, sessions)["reward"]
+
     def check_catalog(self, n_items: int, fingerprint: str = "") -> None:
         """Raise :class:`CatalogMismatchError` unless the RM was trained on this catalog."""
         c = self.config
