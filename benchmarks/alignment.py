@@ -77,7 +77,7 @@ def main() -> None:
         cfg = replace(cfg, onerec_epochs=args.onerec_epochs)
     run_dir, seconds = args.run_dir, {}
     run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, env = time.perf_counter(), environment()  # the commit the run starts from
 
     def lap(name: str, t: float) -> None:
         seconds[name] = round(time.perf_counter() - t, 1)
@@ -169,7 +169,7 @@ def main() -> None:
     seconds["total"] = round(time.perf_counter() - started, 1)
     markdown = markdown_table(table, "ntp")
     result = {
-        "benchmark": "alignment", **environment(), "config": asdict(cfg),
+        "benchmark": "alignment", **env, "config": asdict(cfg),
         "align_config": asdict(align_config), "pair_reward": args.reward, "eval_users": len(users),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
         "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,

@@ -15,7 +15,8 @@ written before training, so a resumed iteration trains on the same pairs),
 ``iteration_<t>/train/`` (the trainer's run folder: model, metrics, plot, ``last.safetensors``);
 ``model.safetensors`` and ``model_config.json`` of the last model and ``state.json``. A run killed
 anywhere resumes where it stopped and reproduces the uninterrupted run: finished iterations are
-reloaded, pairs are reloaded, and the trainer resumes its own epochs (each seeded).
+reloaded, pairs are reloaded, and the trainer resumes its own epochs (each seeded). A finished run called again with
+more ``iterations`` goes on from its last model.
 """
 
 from __future__ import annotations
@@ -139,11 +140,14 @@ def align(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "align_config.json"
-    if saved.exists() and AlignConfig.from_dict(json.loads(saved.read_text())) != config:
-        raise AlignmentConfigError(
-            f"{out} holds an IPA run of another config; resume it with the same settings or "
-            "choose a new output folder"
-        )
+    # a run may be extended by more iterations; any other change needs a new folder
+    if saved.exists():
+        previous = AlignConfig.from_dict(json.loads(saved.read_text()))
+        if replace(previous, iterations=config.iterations) != config:
+            raise AlignmentConfigError(
+                f"{out} holds an IPA run of another config; resume it with the same settings "
+                "(more iterations are allowed) or choose a new output folder"
+            )
     saved.write_text(json.dumps(asdict(config), indent=2))
     sequences = split.train_sequences()
     pool = np.flatnonzero(sequences.lengths > 0)
