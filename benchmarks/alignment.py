@@ -33,6 +33,7 @@ from onerec.alignment.evaluate import alignment_table, generate_and_grade, markd
 from onerec.alignment.ipa import AlignConfig, align
 from onerec.alignment.pairs import OracleReward, beam_sessions
 from onerec.alignment.reward_model import catalog_fingerprint
+from onerec.alignment.reward_training import with_weights
 from onerec.data.ragged import Ragged
 from onerec.data.schema import Dataset
 from onerec.quickstart import QuickstartConfig
@@ -65,6 +66,9 @@ def main() -> None:
     p.add_argument("--reward", choices=["rm", "oracle"], default="rm",
                    help="what scores the sampled sessions: the reward model, or the simulator's "
                    "exact reward (the upper bound of alignment)")
+    p.add_argument("--rm-weights", default=None, metavar="SWT,VTR,WTR,LTR",
+                   help="combine the RM's towers with these weights when scoring pairs (the "
+                   "multi-objective knob; grading keeps the RM's own weights)")
     p.add_argument("--control", action="store_true",
                    help="also continue the NTP model for the same steps without DPO (lambda = 0):"
                    " separates the DPO term's effect from the extra NTP training")
@@ -138,6 +142,9 @@ def main() -> None:
                "lr": args.lr, "device": "cpu"},
     )  # fmt: skip
     scorer = rm if args.reward == "rm" else OracleReward(sim)
+    if args.rm_weights:
+        weights = tuple(float(w) for w in args.rm_weights.split(","))
+        scorer = with_weights(rm, weights)  # type: ignore[arg-type]
     aligned = align(ntp, ids, split, scorer, run_dir / f"ipa{args.tag}", align_config, exclude_users=users,
                     catalog=fingerprint, progress=False)  # fmt: skip
     lap("ipa", t)
@@ -170,7 +177,7 @@ def main() -> None:
     markdown = markdown_table(table, "ntp")
     result = {
         "benchmark": "alignment", **env, "config": asdict(cfg),
-        "align_config": asdict(align_config), "pair_reward": args.reward, "eval_users": len(users),
+        "align_config": asdict(align_config), "pair_reward": args.reward, "rm_weights": args.rm_weights, "eval_users": len(users),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
         "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
     }  # fmt: skip
