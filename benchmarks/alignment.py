@@ -75,7 +75,12 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/alignment"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--tag", default="")
+    p.add_argument("--summarize", action="store_true",
+                   help="only gather every alignment*.json in --out into alignment_summary.md")
     args = p.parse_args()
+    if args.summarize:
+        (args.out / "alignment_summary.md").write_text(summarize(args.out))
+        return
     cfg = QuickstartConfig.scale(args.scale, args.seed)
     if args.onerec_epochs:
         cfg = replace(cfg, onerec_epochs=args.onerec_epochs)
@@ -208,6 +213,55 @@ def best_of_n(sim, rm, model, ids, users, history, n, m) -> dict[str, dict[str, 
         out[name] = {metric: float(truth[metric].reshape(u, n)[np.arange(u), col].mean())
                      for metric in ("swt", "vtr", "wtr", "ltr", "reward")}  # fmt: skip
     return out
+
+
+def summarize(folder: Path) -> str:
+    """One table over every run in ``folder``: each aligned model against its run's NTP model,
+    by the oracle (mean per user, paired difference and standard error) and by the RM."""
+    head = ("| run (tag) | model | pairs by | r_DPO | lambda / NTP weight | oracle swt | oracle vtr "
+            "| oracle ltr | oracle wtr | oracle reward | RM reward | RM~oracle Spearman (reward) "
+            "| Recall@10 | IPA s/iteration |")
+    lines = [head, "|---" * 14 + "|"]
+
+    def cell(row: dict, key: str, fmt: str) -> str:
+        d = row.get(f"{key}_vs_ntp")
+        value = fmt.format(row[key])
+        if d is None:
+            return value
+        return f"{value} ({100 * d['relative']:+.1f}%, {d['diff'] / d['se']:+.1f} se)"
+
+    for path in sorted(folder.glob("alignment*.json")):
+        r = json.loads(path.read_text())
+        a = r["align_config"]
+        seconds = [it["seconds_this_call"] for it in r["ipa"]["iterations"]
+                   if it["seconds_this_call"] > 1]  # fmt: skip
+        per_iteration = f"{np.mean(seconds):.0f}" if seconds else "-"
+        by = r.get("pair_reward", "rm") + (f" w={r['rm_weights']}" if r.get("rm_weights") else "")
+        by += "" if a["strategy"] == "best_worst" else f", {a['strategy']} K={a['negatives']}"
+        for model, row in r["table"].items():
+            if model == "ntp" and path.stem != "alignment":
+                continue  # the same NTP model in every run: listed once
+            setting = f"{by} | {a['r_dpo']} | {a['dpo_weight']} / {a['ntp_weight']}"
+            if model == "ntp":
+                setting = "- | - | -"
+            elif model.startswith("ntp-continued"):
+                setting = f"- | - | 0 / {a['ntp_weight']}"
+            lines.append(
+                f"| {path.stem[len('alignment'):] or '(first)'} | {model} | {setting} "
+                f"| {cell(row, 'oracle_swt_mean', '{:.1f}')} "
+                f"| {cell(row, 'oracle_vtr_mean', '{:.4f}')} | {cell(row, 'oracle_ltr_mean', '{:.4f}')} "
+                f"| {cell(row, 'oracle_wtr_mean', '{:.5f}')} | {cell(row, 'oracle_reward_mean', '{:.3f}')} "
+                f"| {cell(row, 'rm_reward_mean', '{:.3f}')} | {row['rank_correlation']['reward']:.2f} "
+                f"| {row['recall']['recall@10']:.3f} | {per_iteration} |"
+            )  # fmt: skip
+    return (
+        "# Alignment runs on the quickstart platform (default scale), one table\n\n"
+        "Every aligned model against the same NTP model on the same 200 held-out users (8 beams "
+        "each): mean per user, in brackets the paired relative difference and its size in "
+        "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
+        "the DPO term (the control). Written by `python benchmarks/alignment.py --summarize`.\n\n"
+        + "\n".join(lines) + "\n"
+    )
 
 
 def report(result: dict, markdown: str) -> str:
