@@ -182,7 +182,8 @@ def main() -> None:
     markdown = markdown_table(table, "ntp")
     result = {
         "benchmark": "alignment", **env, "config": asdict(cfg),
-        "align_config": asdict(align_config), "pair_reward": args.reward, "rm_weights": args.rm_weights, "eval_users": len(users),
+        "align_config": asdict(align_config), "pair_reward": args.reward,
+        "rm_weights": args.rm_weights, "eval_users": len(users),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
         "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
     }  # fmt: skip
