@@ -312,6 +312,106 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alignment: `onerec reward train` and `onerec align` ----------------------------------------
+def cmd_reward_train(args: argparse.Namespace) -> int:
+    from onerec.alignment import (RewardTrainConfig, catalog_fingerprint, logged_sessions,
+                                  train_reward_model)  # fmt: skip
+
+    ds = _load(args.source, args)
+    sessions = logged_sessions(ds.log, args.session_items, args.history_length)
+    features = None
+    if args.item_embedding:
+        features = np.array(ds.item_table.embedding(args.item_embedding), dtype=np.float64)
+    model = {"d_model": args.d_model, "dropout": args.dropout,
+             "weights": tuple(_numbers(args.weights, "--weights"))}  # fmt: skip
+    config = RewardTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               holdout=args.holdout, seed=args.seed)  # fmt: skip
+    run = train_reward_model(sessions, args.out, config, num_items=ds.num_items,
+                             catalog=catalog_fingerprint(ds.log.items.raw), model=model,
+                             item_features=features, progress=not args.quiet)  # fmt: skip
+    print(f"{len(sessions):,} logged sessions; held-out scores (RM vs per-item average):")
+    ours, base = run.evaluation["reward_model"], run.evaluation["item_average"]
+    for key in ours:
+        print(f"  {key:<13} {ours[key]:.4f}  vs {base[key]:.4f}")
+    print(f"-> {args.out}")
+    return 0
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from onerec.alignment.ipa import AlignConfig, align_from_run
+
+    train = {"lr": args.lr, "epochs": args.epochs, "device": args.device}
+    for name in ("session_items", "history_length", "batch_size", "eval_users"):
+        value = getattr(args, name)
+        if value is not None:
+            train[name] = value
+    config = AlignConfig(
+        iterations=args.iterations, r_dpo=args.r_dpo, n_sessions=args.n_sessions,
+        session_items=args.items, strategy=args.strategy, negatives=args.negatives,
+        beta=args.beta, dpo_weight=args.dpo_weight, ntp_weight=args.ntp_weight,
+        pairs_per_step=args.pairs_per_step, seed=args.seed, train=train,
+    )  # fmt: skip
+    run = align_from_run(args.run, _load(args.source, args), args.reward, args.out, config,
+                         progress=not args.quiet)  # fmt: skip
+    for record in run.state["iterations"]:
+        print(f"iteration {record['iteration']}: {record['pairs']} pairs, chosen reward "
+              f"{record['mean_chosen_reward']:.3f} vs rejected {record['mean_rejected_reward']:.3f}, "
+              f"validation recall@10 {record['best_valid_recall@10']:.4f}")
+    print(f"-> {args.out}")
+    return 0
+
+
+def _add_alignment_commands(sub: argparse._SubParsersAction) -> None:
+    reward = sub.add_parser("reward", help="the reward model of preference alignment")
+    rsub = reward.add_subparsers(dest="reward_command", required=True)
+    rt = rsub.add_parser("train", help="train a reward model on logged sessions with feedback "
+                         "(watch_time, view_through, follow, like and session ids)")
+    _add_source(rt)
+    rt.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
+    rt.add_argument("--session-items", type=int, default=5, help="items per session scored")
+    rt.add_argument("--history-length", type=int, default=20)
+    rt.add_argument("--item-embedding", default=None,
+                    help="an item-table embedding column to use as item side features, e.g. content")
+    rt.add_argument("--weights", default="1,1,1,1",
+                    help="swt,vtr,wtr,ltr weights of the combined score (default 1,1,1,1)")
+    rt.add_argument("--d-model", type=int, default=32)
+    rt.add_argument("--dropout", type=float, default=0.2)
+    rt.add_argument("--epochs", type=int, default=6)
+    rt.add_argument("--batch-size", type=int, default=256)
+    rt.add_argument("--lr", type=float, default=3e-3)
+    rt.add_argument("--holdout", type=float, default=0.1, help="share of sessions held out")
+    rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
+    rt.set_defaults(func=cmd_reward_train)
+
+    al = sub.add_parser("align", help="Iterative Preference Alignment (DPO) of a trained run")
+    al.add_argument("run", help="run folder written by `onerec train`")
+    _add_source(al)
+    al.add_argument("--reward", required=True, help="folder written by `onerec reward train`")
+    al.add_argument("--out", required=True, help="IPA run folder (an existing one is resumed)")
+    al.add_argument("--iterations", type=int, default=1)
+    al.add_argument("--r-dpo", type=float, default=0.01, help="share of users drawn per iteration")
+    al.add_argument("--n-sessions", type=int, default=128, help="beams per drawn user (N)")
+    al.add_argument("--items", type=int, default=5, help="items per generated session")
+    al.add_argument("--strategy", default="best_worst",
+                    help="best_worst (paper), softmax (several negatives) or bottom_random")
+    al.add_argument("--negatives", type=int, default=1, help="rejected sessions (softmax)")
+    al.add_argument("--beta", type=float, default=0.1)
+    al.add_argument("--dpo-weight", type=float, default=0.1, help="lambda")
+    al.add_argument("--ntp-weight", type=float, default=1.0, help="0: DPO alone")
+    al.add_argument("--pairs-per-step", type=int, default=16)
+    al.add_argument("--lr", type=float, default=3e-4)
+    al.add_argument("--epochs", type=int, default=1, help="training epochs per iteration")
+    al.add_argument("--session-items", type=int, default=None, help="default: TrainConfig's")
+    al.add_argument("--history-length", type=int, default=None)
+    al.add_argument("--batch-size", type=int, default=None)
+    al.add_argument("--eval-users", type=int, default=None)
+    al.add_argument("--device", default="cpu")
+    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--quiet", action="store_true", help="no progress bars")
+    al.set_defaults(func=cmd_align)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onerec",
@@ -475,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--scale", choices=["default", "tiny"], default="default",
                     help="default: about 10 minutes on a 2-core CPU; tiny: seconds (a smoke test)")
     qs.set_defaults(func=cmd_quickstart)
+    _add_alignment_commands(sub)
     return parser
 
 

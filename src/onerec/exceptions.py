@@ -270,3 +270,20 @@ class UnsafeNameError(ConfigError):
 
 class DeviceUnavailableError(ConfigError):
     """A torch device name is malformed or names a device this machine does not have."""
+
+
+# --- alignment (reward model, DPO, IPA) -----------------------------------------------------------
+class MissingSignalError(MissingColumnError):
+    """A log lacks the feedback signals (or session ids) a reward model is trained on."""
+
+
+class AlignmentError(OneRecError, ValueError):
+    """Preference alignment got inputs that do not fit together."""
+
+
+class AlignmentConfigError(AlignmentError, ConfigError):
+    """An alignment setting is out of range (r_DPO, sessions per user, beta, weights, ...)."""
+
+
+class CatalogMismatchError(AlignmentError):
+    """A generator's semantic IDs and a reward model were made for different catalogs."""

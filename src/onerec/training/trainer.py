@@ -36,7 +36,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -295,6 +295,9 @@ class Trainer:
                                     shapes, resume)  # fmt: skip
         if self.world > 1:
             dist.barrier()  # every process has read the run folder before rank 0 writes to it
+        # turns a step's next-token loss into the loss to minimise (None: the loss itself);
+        # preference alignment adds its DPO term here (onerec.alignment.ipa), single process
+        self.objective: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
@@ -326,6 +329,8 @@ class Trainer:
             total, n_codes, aux = out.ntp, out.n_codes, out.aux
         count = self._sum(torch.tensor(float(n_codes), device=self.device)).clamp(min=1)
         loss = total / count + model.config.aux_loss_weight * aux / self.world
+        if self.objective is not None:
+            loss = self.objective(loss)
         if loss.requires_grad:
             loss.backward()
         for p in model.parameters():  # experts no token chose: a zero gradient, in every process

@@ -1,0 +1,301 @@
+"""Iterative Preference Alignment on the quickstart platform, graded by the RM and by the oracle.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/alignment.py --scale default \
+        --eval-users 300 --iterations 2 --r-dpo 0.1 --out benchmarks/results
+
+Stages: simulate the platform of ``QuickstartConfig.scale(--scale)`` and its log; semantic IDs
+from the content embeddings; the NTP OneRec trained on the watched exposures exactly as the
+quickstart trains it; the reward model on every logged session (content embedding and log
+duration as item side features), graded on held-out logged sessions beside the per-item-average
+baseline; ``--iterations`` IPA iterations drawing ``--r-dpo`` of the training users who are not
+evaluation users; then, for ``--eval-users`` held-out users (never drawn for pairs), K sessions
+per model graded by the RM and the oracle with paired differences against the NTP model, the
+RM-vs-oracle rank correlations, the next-item Recall@10 on those users' test items, and
+best-of-N reranking of the NTP model's N beams by the RM (and by the oracle: the ceiling).
+Writes ``alignment<tag>.json`` and ``alignment<tag>.md`` (commit, machine, config, seconds).
+``--run-dir`` keeps every stage's run folder; a second call with the same folder and another
+``--tag`` reuses the NTP model and the reward model (finished runs are reloaded, not retrained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onerec.alignment import RewardTrainConfig, logged_sessions, train_reward_model
+from onerec.alignment.evaluate import alignment_table, generate_and_grade, markdown_table
+from onerec.alignment.ipa import AlignConfig, align
+from onerec.alignment.pairs import OracleReward, beam_sessions
+from onerec.alignment.reward_model import catalog_fingerprint
+from onerec.alignment.reward_training import with_weights
+from onerec.data.ragged import Ragged
+from onerec.data.schema import Dataset
+from onerec.quickstart import QuickstartConfig
+from onerec.runinfo import environment
+from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
+from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
+from onerec.training import TrainConfig
+from onerec.training.pipeline import ranking_metrics, train_on_dataset
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scale", default="default", choices=["default", "tiny"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-users", type=int, default=300)
+    p.add_argument("--sessions-per-user", type=int, default=8)
+    p.add_argument("--onerec-epochs", type=int, default=None, help="default: the scale's")
+    p.add_argument("--rm-epochs", type=int, default=6)
+    p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--r-dpo", type=float, default=0.1)
+    p.add_argument("--n-sessions", type=int, default=128)
+    p.add_argument("--strategy", default="best_worst")
+    p.add_argument("--negatives", type=int, default=1)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--dpo-weight", type=float, default=0.1)
+    p.add_argument("--ntp-weight", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--pairs-per-step", type=int, default=16)
+    p.add_argument("--best-of-n", type=int, default=128, help="0: skip the reranking rows")
+    p.add_argument("--reward", choices=["rm", "oracle"], default="rm",
+                   help="what scores the sampled sessions: the reward model, or the simulator's "
+                   "exact reward (the upper bound of alignment)")
+    p.add_argument("--rm-weights", default=None, metavar="SWT,VTR,WTR,LTR",
+                   help="combine the RM's towers with these weights when scoring pairs (the "
+                   "multi-objective knob; grading keeps the RM's own weights)")
+    p.add_argument("--control", action="store_true",
+                   help="also continue the NTP model for the same steps without DPO (lambda = 0):"
+                   " separates the DPO term's effect from the extra NTP training")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/alignment"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--tag", default="")
+    p.add_argument("--summarize", action="store_true",
+                   help="only gather every alignment*.json in --out into alignment_summary.md")
+    args = p.parse_args()
+    if args.summarize:
+        (args.out / "alignment_summary.md").write_text(summarize(args.out))
+        return
+    cfg = QuickstartConfig.scale(args.scale, args.seed)
+    if args.onerec_epochs:
+        cfg = replace(cfg, onerec_epochs=args.onerec_epochs)
+    run_dir, seconds = args.run_dir, {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started, env = time.perf_counter(), environment()  # the commit the run starts from
+
+    def lap(name: str, t: float) -> None:
+        seconds[name] = round(time.perf_counter() - t, 1)
+        print(f"[alignment] {name}: {seconds[name]}s", flush=True)
+
+    t = time.perf_counter()
+    sim = Simulator(SimulatorConfig(
+        catalog=CatalogConfig(num_items=cfg.num_items),
+        users=UserConfig(num_users=cfg.num_users, mean_sessions=cfg.mean_sessions), seed=cfg.seed,
+    ))  # fmt: skip
+    dataset = sim.generate_log(quality_report=False)
+    log = dataset.log
+    watched = log.take(log.signals["skip"] == 0)
+    train_ds = Dataset("simulated-watched", watched, dataset.item_table, dataset.user_table,
+                       dataset.meta)  # fmt: skip
+    content = np.array(dataset.item_table.embedding("content"), dtype=np.float32)
+    tokens = tokenize(content, TokenizeConfig(method="balanced", levels=cfg.levels, seed=cfg.seed))
+    save_tokenization(run_dir / "semantic_ids", tokens, log.items, {"source": "content"})
+    lap("simulate_and_tokenize", t)
+
+    t = time.perf_counter()
+    train_config = TrainConfig(session_items=cfg.session_items, history_length=cfg.history_length,
+                               batch_size=cfg.onerec_batch_size, epochs=cfg.onerec_epochs,
+                               eval_users=cfg.validation_users, seed=cfg.seed, device="cpu")  # fmt: skip
+    trained = train_on_dataset(train_ds, run_dir / "semantic_ids", run_dir / "ntp", train_config,
+                               preset=cfg.onerec_preset, model_overrides=cfg.onerec_model,
+                               progress=False)  # fmt: skip
+    ntp, ids, split = trained.model.eval(), trained.semantic_ids, trained.split
+    lap("train_ntp", t)
+
+    t = time.perf_counter()
+    features = np.c_[content, np.log(sim.catalog.duration)]
+    fingerprint = catalog_fingerprint(log.items.raw)
+    rm_run = train_reward_model(
+        logged_sessions(log, cfg.session_items, cfg.history_length), run_dir / "reward_model",
+        RewardTrainConfig(epochs=args.rm_epochs, weight_decay=0.1, seed=cfg.seed),
+        num_items=sim.num_items, catalog=fingerprint, model={"d_model": 32, "dropout": 0.2},
+        item_features=features, progress=False,
+    )  # fmt: skip
+    rm = rm_run.model
+    lap("train_reward_model", t)
+
+    # held-out evaluation users, with their whole watched history (as the quickstart grades)
+    rng = np.random.default_rng([cfg.seed, 1])
+    test_users = np.sort(split.test.user)
+    users = np.sort(rng.choice(test_users, min(args.eval_users, len(test_users)), replace=False))
+    ordered = watched.sorted()
+    history = Ragged.from_sorted_groups(ordered.user, ordered.item, ordered.num_users).take(users)
+
+    t = time.perf_counter()
+    align_config = AlignConfig(
+        iterations=args.iterations, r_dpo=args.r_dpo, n_sessions=args.n_sessions,
+        session_items=cfg.session_items, strategy=args.strategy, negatives=args.negatives,
+        beta=args.beta, dpo_weight=args.dpo_weight, ntp_weight=args.ntp_weight,
+        pairs_per_step=args.pairs_per_step, seed=cfg.seed,
+        train={"session_items": cfg.session_items, "history_length": cfg.history_length,
+               "batch_size": cfg.onerec_batch_size, "eval_users": cfg.validation_users,
+               "lr": args.lr, "device": "cpu"},
+    )  # fmt: skip
+    scorer = rm if args.reward == "rm" else OracleReward(sim)
+    if args.rm_weights:
+        weights = tuple(float(w) for w in args.rm_weights.split(","))
+        scorer = with_weights(rm, weights)  # type: ignore[arg-type]
+    aligned = align(ntp, ids, split, scorer, run_dir / f"ipa{args.tag}", align_config, exclude_users=users,
+                    catalog=fingerprint, progress=False)  # fmt: skip
+    lap("ipa", t)
+    models = {"ntp": ntp, **{f"ipa-{i}": m for i, m in enumerate(aligned.models[1:], start=1)}}
+    if args.control:
+        t = time.perf_counter()
+        control = align(ntp, ids, split, rm, run_dir / f"ntp_continued{args.tag}",
+                        replace(align_config, dpo_weight=0.0), exclude_users=users,
+                        catalog=fingerprint, progress=False)  # fmt: skip
+        models.update({f"ntp-continued-{i}": m for i, m in enumerate(control.models[1:], start=1)})
+        lap("ntp_continued", t)
+
+    t = time.perf_counter()
+    graded = generate_and_grade(models, ids, sim, rm, users, history, args.sessions_per_user,
+                                cfg.session_items)  # fmt: skip
+    table = alignment_table(graded, "ntp")
+    rows = np.flatnonzero(np.isin(split.test.user, users))
+    examples = split.test.take(rows)
+    for name, model in models.items():
+        table[name]["recall"] = ranking_metrics(model, examples, ids, 20, exclude_seen=False)
+    lap("evaluate", t)
+
+    rerank = {}
+    if args.best_of_n:
+        t = time.perf_counter()
+        rerank = best_of_n(sim, rm, ntp, ids, users, history, args.best_of_n, cfg.session_items)
+        lap("best_of_n", t)
+
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    markdown = markdown_table(table, "ntp")
+    result = {
+        "benchmark": "alignment", **env, "config": asdict(cfg),
+        "align_config": asdict(align_config), "pair_reward": args.reward,
+        "rm_weights": args.rm_weights, "eval_users": len(users),
+        "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
+        "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"alignment{args.tag}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    (args.out / f"{name}.md").write_text(report(result, markdown))
+    print(markdown)
+    print(json.dumps(rerank, indent=1))
+
+
+def best_of_n(sim, rm, model, ids, users, history, n, m) -> dict[str, dict[str, float]]:
+    """Oracle values of one session per user picked from the NTP model's ``n`` best beams: its
+    top beam, the RM's favourite (reranking at inference) and the oracle's (the ceiling)."""
+    items, _ = beam_sessions(model, ids, history, users, n, m)
+    u = len(users)
+    flat = items.reshape(u * n, m)
+    keep = (flat >= 0).all(1).reshape(u, n)
+    truth = sim.oracle(np.repeat(users, n), np.where(flat >= 0, flat, 0), time=1.0)
+    predicted = rm.score(history.take(np.repeat(np.arange(u), n)), flat)
+    pick = {
+        "top_beam": np.zeros(u, dtype=np.int64),
+        "rm_best_of_n": np.where(keep, predicted["reward"].reshape(u, n), -np.inf).argmax(1),
+        "oracle_best_of_n": np.where(keep, truth["reward"].reshape(u, n), -np.inf).argmax(1),
+    }
+    out = {}
+    for name, col in pick.items():
+        out[name] = {metric: float(truth[metric].reshape(u, n)[np.arange(u), col].mean())
+                     for metric in ("swt", "vtr", "wtr", "ltr", "reward")}  # fmt: skip
+    return out
+
+
+def summarize(folder: Path) -> str:
+    """One table over every run in ``folder``: each aligned model against its run's NTP model,
+    by the oracle (mean per user, paired difference and standard error) and by the RM."""
+    head = ("| run (tag) | model | pairs by | r_DPO | lambda / NTP weight | oracle swt | oracle vtr "
+            "| oracle ltr | oracle wtr | oracle reward | RM reward | RM~oracle Spearman (reward) "
+            "| Recall@10 | IPA s/iteration |")
+    lines = [head, "|---" * 14 + "|"]
+
+    def cell(row: dict, key: str, fmt: str) -> str:
+        d = row.get(f"{key}_vs_ntp")
+        value = fmt.format(row[key])
+        if d is None:
+            return value
+        return f"{value} ({100 * d['relative']:+.1f}%, {d['diff'] / d['se']:+.1f} se)"
+
+    for path in sorted(folder.glob("alignment*.json")):
+        r = json.loads(path.read_text())
+        a = r["align_config"]
+        seconds = [it["seconds_this_call"] for it in r["ipa"]["iterations"]
+                   if it["seconds_this_call"] > 1]  # fmt: skip
+        per_iteration = f"{np.mean(seconds):.0f}" if seconds else "-"
+        by = r.get("pair_reward", "rm") + (f" w={r['rm_weights']}" if r.get("rm_weights") else "")
+        by += "" if a["strategy"] == "best_worst" else f", {a['strategy']} K={a['negatives']}"
+        for model, row in r["table"].items():
+            if model == "ntp" and path.stem != "alignment":
+                continue  # the same NTP model in every run: listed once
+            setting = f"{by} | {a['r_dpo']} | {a['dpo_weight']} / {a['ntp_weight']}"
+            if model == "ntp":
+                setting = "- | - | -"
+            elif model.startswith("ntp-continued"):
+                setting = f"- | - | 0 / {a['ntp_weight']}"
+            lines.append(
+                f"| {path.stem[len('alignment'):] or '(first)'} | {model} | {setting} "
+                f"| {cell(row, 'oracle_swt_mean', '{:.1f}')} "
+                f"| {cell(row, 'oracle_vtr_mean', '{:.4f}')} | {cell(row, 'oracle_ltr_mean', '{:.4f}')} "
+                f"| {cell(row, 'oracle_wtr_mean', '{:.5f}')} | {cell(row, 'oracle_reward_mean', '{:.3f}')} "
+                f"| {cell(row, 'rm_reward_mean', '{:.3f}')} | {row['rank_correlation']['reward']:.2f} "
+                f"| {row['recall']['recall@10']:.3f} | {per_iteration} |"
+            )  # fmt: skip
+    return (
+        "# Alignment runs on the quickstart platform (default scale), one table\n\n"
+        "Every aligned model against the same NTP model on the same 200 held-out users (8 beams "
+        "each): mean per user, in brackets the paired relative difference and its size in "
+        "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
+        "the DPO term (the control). Written by `python benchmarks/alignment.py --summarize`.\n\n"
+        + "\n".join(lines) + "\n"
+    )
+
+
+def report(result: dict, markdown: str) -> str:
+    rm = result["reward_model"]
+    lines = [
+        "# Iterative Preference Alignment on the quickstart platform",
+        "",
+        f"Commit {result['commit']}, {result['machine']['cpu']} ({result['machine']['torch_threads']}"
+        f" torch threads), {result['time_utc']}. Scale: {result['config']['num_users']} users, "
+        f"{result['config']['num_items']} videos; {result['eval_users']} held-out users, "
+        f"{result['sessions_per_user']} sessions each per model. Seconds: {result['seconds']}.",
+        "",
+        "Reward model on held-out logged sessions (RM vs per-item-average baseline): "
+        + ", ".join(f"{k} {rm['reward_model'][k]:.3f} vs {rm['item_average'][k]:.3f}"
+                    for k in rm["reward_model"]),
+        "",
+        markdown,
+        "",
+        "Recall@10 of the next (test) item on the same users: "
+        + ", ".join(f"{k} {v['recall']['recall@10']:.4f}" for k, v in result["table"].items()),
+        "",
+        "Rank correlation RM vs oracle on beam-generated sessions (per model): "
+        + "; ".join(f"{k}: " + ", ".join(f"{s} {c:.2f}" for s, c in v["rank_correlation"].items())
+                    for k, v in result["table"].items()),
+        "",
+        "Best of N (one session per user, oracle values): "
+        + json.dumps(result["best_of_n"]),
+        "",
+        "IPA iterations: " + json.dumps(result["ipa"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/alignment.py end to end at tiny scale: it runs, records what it ran, summarizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_alignment_benchmark_runs_at_tiny_scale(tmp_path: Path, monkeypatch) -> None:
+    spec = importlib.util.spec_from_file_location("alignment_bench",
+                                                  ROOT / "benchmarks" / "alignment.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "out"
+    common = ["alignment.py", "--scale", "tiny", "--eval-users", "12", "--sessions-per-user", "3",
+              "--n-sessions", "6", "--r-dpo", "0.3", "--iterations", "1",
+              "--run-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", common + ["--control", "--best-of-n", "6"])
+    script.main()
+    result = json.loads((out / "alignment.json").read_text())
+    recorded = {"commit", "machine", "config", "align_config", "reward_model", "table", "seconds"}
+    assert recorded <= set(result)
+    assert set(result["table"]) == {"ntp", "ipa-1", "ntp-continued-1"}
+    assert set(result["best_of_n"]) == {"top_beam", "rm_best_of_n", "oracle_best_of_n"}
+    best = result["best_of_n"]
+    assert best["oracle_best_of_n"]["reward"] >= max(best["top_beam"]["reward"],
+                                                     best["rm_best_of_n"]["reward"])  # fmt: skip
+    # a second run with another tag reuses the NTP model and the RM, and the summary lists both
+    monkeypatch.setattr(sys, "argv", common + ["--best-of-n", "0", "--reward", "oracle",
+                                               "--tag", "_oracle"])  # fmt: skip
+    script.main()
+    again = json.loads((out / "alignment_oracle.json").read_text())
+    assert again["table"]["ntp"] == result["table"]["ntp"]
+    monkeypatch.setattr(sys, "argv", ["alignment.py", "--summarize", "--out", str(out)])
+    script.main()
+    summary = (out / "alignment_summary.md").read_text()
+    assert "| _oracle | ipa-1 | oracle |" in summary and "ntp-continued-1" in summary
