@@ -232,3 +232,29 @@ class SimulatorError(OneRecError, ValueError):
     """The simulator's oracle or response sampler was given users, sessions or times it cannot
     score: ids out of range, a session array that is not 2-D, padding (-1) before an item, or a
     time outside [0, 1]."""
+
+
+# -- online serving (issue 19): the HTTP service's own errors -----------------------------------
+class ServingError(OneRecError):
+    """The recommendation service cannot take a request, a model or an admin call as given."""
+
+
+class InvalidRequestError(ServingError, ValueError):
+    """A request body is not valid JSON or does not follow the endpoint's schema (HTTP 422)."""
+
+
+class RequestTooLargeError(ServingError, ValueError):
+    """A request body, history or exclusion list is over the server's limits (HTTP 413)."""
+
+
+class ServerBusyError(ServingError):
+    """The request queue is full, or no model is loaded yet: retry later (HTTP 503)."""
+
+
+class AdminAuthError(ServingError):
+    """An admin call without the right bearer token, or with admin calls disabled (HTTP 401)."""
+
+
+class ReloadRefusedError(ServingError):
+    """A checkpoint in the run folder cannot be served (half-written, corrupt, not finite, or
+    not fitting its semantic IDs): it is refused and the loaded model keeps serving (HTTP 409)."""
