@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +26,7 @@ from onerec.data.schema import IdMap
 from onerec.generation import Recommender
 from onerec.model import OneRec, OneRecConfig
 from onerec.serving import run_version
+from onerec.serving.process import ServerProcess
 from onerec.tokenizer import SemanticIds
 from onerec.tokenizer.pipeline import save_semantic_ids
 
@@ -64,36 +59,11 @@ def make_run(run: Path, seed: int = 0) -> Path:
     return run
 
 
-class Server:
-    """``onerec serve`` in a subprocess on 127.0.0.1:<free port>."""
+class Server(ServerProcess):
+    """The server under test, with the admin token set unless ``token=None``."""
 
     def __init__(self, run: Path, *args: str, token: str | None = TOKEN) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        env.pop("ONEREC_ADMIN_TOKEN", None)
-        if token is not None:
-            env["ONEREC_ADMIN_TOKEN"] = token
-        self.log = run.parent / f"server-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onerec.cli", "serve", str(run), "--port", str(self.port),
-             *args],
-            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server did not get ready: {self.log.read_text()}")
+        super().__init__(run, *args, admin_token=token, start_seconds=START_SECONDS)
 
     def post(self, path: str, body=None, **kwargs) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=30, **kwargs)
@@ -104,15 +74,6 @@ class Server:
             if line.startswith(name + " "):
                 return float(line.split()[-1])
         return 0.0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
