@@ -37,13 +37,13 @@ START_SECONDS = 60.0  # a loaded 2-core machine imports torch slowly
 
 
 def write_model(run: Path, seed: int) -> None:
-    """A tiny model with large random weights (well-separated scores), saved into ``run``."""
+    """A tiny model with large random matrices (well-separated scores, so batched and lone
+    answers cannot differ by float rounding), saved into ``run``."""
     torch.manual_seed(seed)
     model = OneRec(OneRecConfig.preset("tiny", SIZES, max_history=8))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0.0, 0.3)
+    state = model.state_dict()
+    model.load_state_dict({k: torch.randn_like(v) * 0.3 if v.ndim == 2 and v.is_floating_point()
+                           else v for k, v in state.items()})  # fmt: skip
     model.save(run)
 
 
@@ -337,3 +337,34 @@ def test_hot_swap_under_a_request_stream(hot, admin):
     assert set(versions) == {old, new}  # both served, nothing else
     assert all(v == new for (_, _, v, _), after in answers if after)
     assert httpx.get(server.url + "/readyz").json()["version"] == new
+
+
+# --- the load benchmark -------------------------------------------------------------------------
+
+
+def test_serving_load_benchmark_runs_and_records_both_modes(run, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_load.py"
+    spec = importlib.util.spec_from_file_location("serving_load", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", [
+        "serving_load.py", "--run", str(run), "--out", str(tmp_path), "--name", "t",
+        "--loads", "0.5,3", "--seconds", "1", "--single", "3", "--offline-batches", "1",
+        "--beam", "8", "--items", "3", "--max-queue", "4",
+    ])  # fmt: skip
+    script.main()
+    result = json.loads((tmp_path / "serving_load_t.json").read_text())
+    assert result["environment"]["commit"] is not None and result["offline_batch64_rps"] > 0
+    for mode in ("off", "on"):
+        steps = result["modes"][mode]["steps"]
+        assert [s["recovery"] for s in steps] == [False, False, True]
+        for s in steps:
+            assert s["ok"] + s["shed_503"] + s["errors"] == s["sent"]
+            assert s["ok"] == 0 or s["p50_ms"] <= s["p99_ms"]
+        assert steps[0]["ok"] > 0 and steps[0]["errors"] == 0
+    assert result["modes"]["off"]["server_args"][:2] == ["--max-batch", "1"]
+    assert (tmp_path / "serving_load_t.png").stat().st_size > 0
+    assert "batching on" in (tmp_path / "serving_load_t.md").read_text()

@@ -134,6 +134,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             rec, version = await batcher.submit(req)
         except OneRecError as e:
             return error(e)
+        except Exception as e:  # a bug, not the request: logged with its traceback, counted
+            log.exception("request failed")
+            metrics.errors.labels(type(e).__name__).inc()
+            return JSONResponse({"error": "InternalError", "message": f"{type(e).__name__}: {e}"},
+                                status_code=500)  # fmt: skip
         finally:
             metrics.latency.observe(time.perf_counter() - start)
         return {**rec.to_dict(), "version": version}
