@@ -134,8 +134,10 @@ async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float, s
     }  # fmt: skip
 
 
-def run_mode(run: str, mode: str, server_args: list[str], bodies: list[dict],
-             rates: list[float], args: argparse.Namespace, log: Path) -> dict[str, Any]:  # fmt: skip
+def run_mode(
+    run: str, mode: str, server_args: list[str], bodies: list[dict], rates: list[float],
+    args: argparse.Namespace, log: Path,
+) -> dict[str, Any]:  # fmt: skip
     with ServerProcess(run, *server_args, "--watch-seconds", "0", log=log) as server:
         single = asyncio.run(single_latency(server.url, bodies, args.single))
         rss0 = server.rss_bytes()
@@ -208,14 +210,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    c = result["config"]
+    c, machine = result["config"], result["environment"]["machine"]
     lines = [
         f"# Serving load: {result['name']}",
         "",
         f"Model `{c['run']}`, beam {c['beam']}, {c['items']} items, histories of "
         f"{c['history']} items; {c['seconds']} s per load, Poisson arrivals; machine: "
-        f"{result['environment']['machine']['cpu']} ({result['environment']['machine']['cpu_count']}"
-        f" cores), client and server on the same machine.",
+        f"{machine['cpu']} ({machine['cpu_count']} cores), client and server on the same "
+        f"machine.",
         "",
         f"Offline `recommend_batch`, batch 64, in the benchmark process: **"
         f"{result['offline_batch64_rps']:.1f} users/s** (the better of before and after the "
@@ -231,7 +233,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"Single request, closed loop: p50 {_ms(m['single']['p50_ms']).strip()} ms, "
             f"p99 {_ms(m['single']['p99_ms']).strip()} ms.",
             "",
-            "| offered /s | answered /s | p50 ms | p95 ms | p99 ms | 503 | errors | server RSS MB |",
+            "| offered /s | answered /s | p50 ms | p95 ms | p99 ms | 503 | errors | server RSS "
+            "MB |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in m["steps"]:

@@ -303,7 +303,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _add_serve_parser(sub) -> None:
     sv = sub.add_parser("serve", help="serve a trained run over HTTP (FastAPI on uvicorn): "
                         "POST /recommend, /healthz, /readyz, /metrics, /admin/reload")
-    sv.add_argument("run", help="run folder written by `onerec train` (watched for new checkpoints)")
+    sv.add_argument("run", help="run folder written by `onerec train` (watched for new "
+                    "checkpoints)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -315,7 +316,8 @@ def _add_serve_parser(sub) -> None:
                     help="requests waiting at most; beyond that 503 with Retry-After")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 16, help="request body limit")
     sv.add_argument("--max-history-items", type=int, default=1024,
-                    help="history ids a request may send (with truncate, more than the model reads)")
+                    help="history ids a request may send (with truncate, more than the model "
+                    "reads)")
     sv.add_argument("--watch-seconds", type=float, default=2.0,
                     help="poll the run folder for a new checkpoint this often (0: off)")
     sv.add_argument("--access-log", action="store_true", help="log every request")

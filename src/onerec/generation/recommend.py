@@ -305,7 +305,9 @@ class Recommender:
         banned = [np.concatenate([idx, ex]) if exclude_history else ex
                   for idx, ex in zip(indices, extra)]  # fmt: skip
         if exclude_history or exclude is not None:
-            self._check_enough_items(banned, n_items, many)
+            what = ("the history" if exclude is None else "the history and its excluded items"
+                    if exclude_history else "the excluded items")  # fmt: skip
+            self._check_enough_items(banned, n_items, many, what)
         kept = [idx[-self.history_length :] for idx in indices]
         user_index, anonymous = self._user_indices(users)
 
@@ -485,15 +487,18 @@ class Recommender:
             out.append(found[found >= 0])
         return out, unknown
 
-    def _check_enough_items(self, indices: list[np.ndarray], n_items: int, many: bool) -> None:
+    def _check_enough_items(
+        self, indices: list[np.ndarray], n_items: int, many: bool, what: str = "the history"
+    ) -> None:
         """With the history (and ``exclude``) left out, every user must still have ``n_items``
         items to get."""
         for r, idx in enumerate(indices):
             left = self.n_catalog - len(np.unique(idx))
             if left < n_items:
-                who = "the history" if not many else f"the history of row {r}"
+                who = what if not many else f"{what} of row {r}"
                 raise SessionSizeError(
-                    f"{who} covers {self.n_catalog - left} of the {self.n_catalog} catalog items, "
+                    f"{who} {'covers' if what == 'the history' else 'cover'} "
+                    f"{self.n_catalog - left} of the {self.n_catalog} catalog items, "
                     f"leaving {left} to recommend, fewer than the {n_items} items asked for",
                     hint=f"ask for at most {left} items, or keep the history recommendable "
                     f"(exclude_history=False, --keep-history).",
