@@ -19,7 +19,7 @@ Steps, all in one run so that the numbers share a machine state:
    (open loop), and its latency is counted from the scheduled time, so a stalled client or
    server cannot hide the tail (coordinated omission). After the highest load, the lowest one
    again shows whether the server recovered. The server's resident memory is read after each
-   load.
+   load, and /healthz is probed every 0.25 s during it (it must answer while batches compute).
 3. Per load: offered rate, achieved throughput (answers 200 per second of the window),
    p50 / p95 / p99 of answered requests, 503s (load shed) and other errors.
 
@@ -122,7 +122,18 @@ async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float, s
             if key == "200":
                 latencies.append(loop.time() - (t0 + at))
 
-        await asyncio.gather(*(one(i, float(at)) for i, at in enumerate(offsets)))
+        health: list[float] = []
+
+        async def probe() -> None:  # health checks while the model computes (own connection)
+            async with aiohttp.ClientSession(url, timeout=client_timeout) as own:
+                while loop.time() < t0 + seconds:
+                    start = loop.time()
+                    async with own.get("/healthz") as r:
+                        await r.read()
+                    health.append(loop.time() - start)
+                    await asyncio.sleep(0.25)
+
+        await asyncio.gather(probe(), *(one(i, float(at)) for i, at in enumerate(offsets)))
         window = max(loop.time() - t0, seconds)
     ok = codes.get("200", 0)
     return {
@@ -130,7 +141,7 @@ async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float, s
         "throughput_rps": ok / window, **percentiles(latencies),
         "shed_503": codes.get("503", 0),
         "errors": sum(v for k, v in codes.items() if k not in ("200", "503")),
-        "codes": codes,
+        "codes": codes, "healthz_max_ms": 1000 * max(health, default=float("nan")),
     }  # fmt: skip
 
 
@@ -234,8 +245,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"p99 {_ms(m['single']['p99_ms']).strip()} ms.",
             "",
             "| offered /s | answered /s | p50 ms | p95 ms | p99 ms | 503 | errors | server RSS "
-            "MB |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "MB | /healthz max ms |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in m["steps"]:
             tag = " (recovery)" if s["recovery"] else ""
@@ -243,7 +254,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {s['offered_rps']:.1f}{tag} | {s['throughput_rps']:.1f} | "
                 f"{_ms(s['p50_ms']).strip()} | {_ms(s['p95_ms']).strip()} | "
                 f"{_ms(s['p99_ms']).strip()} | {s['shed_503']} | {s['errors']} | "
-                f"{s['server_rss_mb']:.0f} |"
+                f"{s['server_rss_mb']:.0f} | {s['healthz_max_ms']:.0f} |"
             )
         lines.append("")
     s = result["summary"]
