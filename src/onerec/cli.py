@@ -296,6 +296,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
         max_history_items=args.max_history_items, watch_seconds=args.watch_seconds,
     )  # fmt: skip
+    if args.ray:
+        from onerec.serving.ray_app import serve_ray
+
+        serve_ray(config, args.host, args.port, args.replicas, args.cpus_per_replica)
+        return 0
     serve(config, host=args.host, port=args.port, access_log=args.access_log)
     return 0
 
@@ -321,6 +326,11 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--watch-seconds", type=float, default=2.0,
                     help="poll the run folder for a new checkpoint this often (0: off)")
     sv.add_argument("--access-log", action="store_true", help="log every request")
+    sv.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment "
+                    "(pip install onerec[ray]; joins $RAY_ADDRESS if set)")
+    sv.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas (with --ray)")
+    sv.add_argument("--cpus-per-replica", type=float, default=1.0,
+                    help="CPUs Ray reserves for each replica (with --ray)")
     sv.set_defaults(func=cmd_serve)
 
 

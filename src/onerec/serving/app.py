@@ -110,12 +110,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     )
     app.state.store, app.state.metrics, app.state.batcher = store, metrics, batcher
 
-    def error(e: OneRecError, status: int | None = None) -> JSONResponse:
-        status = status or next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 422)
-        headers = {"Retry-After": str(config.retry_after_seconds)} if status == 503 else None
+    def error(e: OneRecError) -> JSONResponse:
         metrics.errors.labels(type(e).__name__).inc()
-        return JSONResponse(ErrorResponse(error=type(e).__name__, message=str(e)).model_dump(),
-                            status_code=status, headers=headers)  # fmt: skip
+        return error_response(e, config.retry_after_seconds)
 
     @app.post(
         "/recommend",
@@ -129,8 +126,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         start = time.perf_counter()
         metrics.requests.inc()
         try:
-            body = await _read_body(request, config.max_body_bytes)
-            req = _parse(body, config)
+            body = await read_body(request, config.max_body_bytes)
+            req = parse_request(body, config)
             rec, version = await batcher.submit(req)
         except OneRecError as e:
             return error(e)
@@ -184,7 +181,16 @@ def create_app(config: ServeConfig) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def error_response(e: OneRecError, retry_after: int = 1) -> JSONResponse:
+    """``{"error": <class>, "message": <text>}`` with the status of the error's kind (see the
+    module); a 503 carries Retry-After."""
+    status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 422)
+    headers = {"Retry-After": str(retry_after)} if status == 503 else None
+    return JSONResponse(ErrorResponse(error=type(e).__name__, message=str(e)).model_dump(),
+                        status_code=status, headers=headers)  # fmt: skip
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     """The body, read no further than ``limit`` bytes (a bigger one is refused, not buffered)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -205,7 +211,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: bytes, config: ServeConfig) -> RecommendRequest:
+def parse_request(body: bytes, config: ServeConfig) -> RecommendRequest:
     """The request, or InvalidRequestError / RequestTooLargeError naming the field at fault."""
     try:
         req = RecommendRequest.model_validate_json(body)
