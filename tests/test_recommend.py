@@ -339,3 +339,21 @@ def test_cli_bad_input_is_an_error_line(run, capsys, extra, words):
     assert captured.err.startswith("onerec: error: ")
     for word in words:
         assert word in captured.err
+
+
+# --- extra exclusions (served requests: items already shown) ------------------------------------
+
+
+def test_exclude_removes_items_counts_unknown_ids_and_checks_what_is_left(rec: Recommender):
+    free = rec.recommend([101], n_items=3, beam_size=8, alternatives=7)
+    shown = free.items[:2]
+    out = rec.recommend_batch([[101], [101]], n_items=3, beam_size=8, alternatives=7,
+                              exclude=[[*shown, "nope", 999], []])  # fmt: skip
+    for s in [out[0].session, *out[0].alternatives]:
+        assert not set(s.items) & set(shown) and 101 not in s.items
+    assert out[0].exclude_unknown == 2 and out[1].exclude_unknown == 0
+    assert out[1].items == free.items  # an empty list excludes nothing more
+    with pytest.raises(SessionSizeError, match="its excluded items cover 28 .* leaving 2"):
+        rec.recommend_batch([[101]], n_items=3, beam_size=8, exclude=[RAW_ITEMS[1:28].tolist()])
+    with pytest.raises(GenerationError, match="one list of item ids per history"):
+        rec.recommend_batch([[101], [102]], exclude=[[103]])

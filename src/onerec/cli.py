@@ -412,6 +412,52 @@ def _add_alignment_commands(sub: argparse._SubParsersAction) -> None:
     al.set_defaults(func=cmd_align)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from onerec.serving import ServeConfig, serve
+
+    config = ServeConfig(
+        run=args.run, device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+        max_history_items=args.max_history_items, watch_seconds=args.watch_seconds,
+    )  # fmt: skip
+    if args.ray:
+        from onerec.serving.ray_app import serve_ray
+
+        serve_ray(config, args.host, args.port, args.replicas, args.cpus_per_replica)
+        return 0
+    serve(config, host=args.host, port=args.port, access_log=args.access_log)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    sv = sub.add_parser("serve", help="serve a trained run over HTTP (FastAPI on uvicorn): "
+                        "POST /recommend, /healthz, /readyz, /metrics, /admin/reload")
+    sv.add_argument("run", help="run folder written by `onerec train` (watched for new "
+                    "checkpoints)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    sv.add_argument("--max-batch", type=int, default=64,
+                    help="requests per beam-search call (1: batching off)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long a batch waits for more requests after its first")
+    sv.add_argument("--max-queue", type=int, default=256,
+                    help="requests waiting at most; beyond that 503 with Retry-After")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 16, help="request body limit")
+    sv.add_argument("--max-history-items", type=int, default=1024,
+                    help="history ids a request may send (with truncate, more than the model "
+                    "reads)")
+    sv.add_argument("--watch-seconds", type=float, default=2.0,
+                    help="poll the run folder for a new checkpoint this often (0: off)")
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+    sv.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment "
+                    "(pip install onerec[ray]; joins $RAY_ADDRESS if set)")
+    sv.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas (with --ray)")
+    sv.add_argument("--cpus-per-replica", type=float, default=1.0,
+                    help="CPUs Ray reserves for each replica (with --ray)")
+    sv.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onerec",
@@ -576,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: about 10 minutes on a 2-core CPU; tiny: seconds (a smoke test)")
     qs.set_defaults(func=cmd_quickstart)
     _add_alignment_commands(sub)
+    _add_serve_parser(sub)
     return parser
 
 

@@ -287,3 +287,29 @@ class AlignmentConfigError(AlignmentError, ConfigError):
 
 class CatalogMismatchError(AlignmentError):
     """A generator's semantic IDs and a reward model were made for different catalogs."""
+
+
+# -- online serving (issue 19): the HTTP service's own errors -----------------------------------
+class ServingError(OneRecError):
+    """The recommendation service cannot take a request, a model or an admin call as given."""
+
+
+class InvalidRequestError(ServingError, ValueError):
+    """A request body is not valid JSON or does not follow the endpoint's schema (HTTP 422)."""
+
+
+class RequestTooLargeError(ServingError, ValueError):
+    """A request body, history or exclusion list is over the server's limits (HTTP 413)."""
+
+
+class ServerBusyError(ServingError):
+    """The request queue is full, or no model is loaded yet: retry later (HTTP 503)."""
+
+
+class AdminAuthError(ServingError):
+    """An admin call without the right bearer token, or with admin calls disabled (HTTP 401)."""
+
+
+class ReloadRefusedError(ServingError):
+    """A checkpoint in the run folder cannot be served (half-written, corrupt, not finite, or
+    not fitting its semantic IDs): it is refused and the loaded model keeps serving (HTTP 409)."""

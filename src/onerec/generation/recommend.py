@@ -95,6 +95,7 @@ class Recommendation:
     history_used: int
     history_dropped: int = 0
     alternatives: list[Session] = field(default_factory=list)
+    exclude_unknown: int = 0
 
     @property
     def session(self) -> Session:
@@ -111,6 +112,7 @@ class Recommendation:
             "history_used": self.history_used,
             "history_dropped": self.history_dropped,
             "alternatives": [s.to_dict() for s in self.alternatives],
+            "exclude_unknown": self.exclude_unknown,
         }
 
 
@@ -280,6 +282,7 @@ class Recommender:
         truncate: bool = False,
         alternatives: int = 0,
         features: Sequence[np.ndarray] | None = None,
+        exclude: Sequence[Sequence[Any]] | None = None,
     ) -> list[Recommendation]:
         """One session per history, from a single beam search over all of them.
 
@@ -291,7 +294,9 @@ class Recommender:
         the most recent ``history_length`` items instead of raising; ``alternatives``: how many
         next-best sessions to return besides the best (fewer when the search found fewer).
         ``features``: for a model trained with side features (and only then), one ``(len(h),
-        F)`` array per history ``h``: the features of its items, row for row.
+        F)`` array per history ``h``: the features of its items, row for row. ``exclude``: one
+        list of raw item ids per history never to recommend to that user (items already shown),
+        on top of the history; ids outside the catalog are counted, not raised.
         """
         n_items = self.session_items if n_items is None else n_items
         self._check_sizes(n_items, beam_size, alternatives)
@@ -311,8 +316,13 @@ class Recommender:
             self._check_length(row, r if many else None, truncate)
         feature_rows = self._feature_rows(features, rows, many)
         indices = self._item_indices(rows, many)
-        if exclude_history:
-            self._check_enough_items(indices, n_items, many)
+        extra, unknown = self._exclude_indices(exclude, len(rows))
+        banned = [np.concatenate([idx, ex]) if exclude_history else ex
+                  for idx, ex in zip(indices, extra)]  # fmt: skip
+        if exclude_history or exclude is not None:
+            what = ("the history" if exclude is None else "the history and its excluded items"
+                    if exclude_history else "the excluded items")  # fmt: skip
+            self._check_enough_items(banned, n_items, many, what)
         kept = [idx[-self.history_length :] for idx in indices]
         user_index, anonymous = self._user_indices(users)
 
@@ -323,7 +333,7 @@ class Recommender:
             self.semantic_ids,
             beam_size,
             n_items,
-            Ragged.from_lists(indices) if exclude_history else None,
+            Ragged.from_lists(banned) if exclude_history or exclude is not None else None,
             history_features=None if feature_rows is None else np.concatenate(
                 [f[-self.history_length :] for f in feature_rows]),
         )  # fmt: skip
@@ -350,6 +360,7 @@ class Recommender:
                     history_used=len(kept[r]),
                     history_dropped=len(indices[r]) - len(kept[r]),
                     alternatives=sessions[1 : 1 + alternatives],
+                    exclude_unknown=int(unknown[r]),
                 )
             )
         return out
@@ -470,14 +481,39 @@ class Recommender:
             )
         return np.split(found, np.cumsum(lengths)[:-1])
 
-    def _check_enough_items(self, indices: list[np.ndarray], n_items: int, many: bool) -> None:
-        """With the history excluded, every user must still have ``n_items`` items to get."""
+    def _exclude_indices(
+        self, exclude: Sequence[Sequence[Any]] | None, n_rows: int
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Catalog indices of every history's excluded ids, and how many ids were unknown."""
+        if exclude is None:
+            return [np.zeros(0, np.int64)] * n_rows, np.zeros(n_rows, np.int64)
+        if isinstance(exclude, (str, bytes)) or len(exclude) != n_rows:
+            got = repr(exclude) if isinstance(exclude, (str, bytes)) else f"{len(exclude)} lists"
+            raise RecommendationError(
+                f"exclude must hold one list of item ids per history: {n_rows} histories, got "
+                f"{got}",
+                hint="pass exclude=None to exclude nothing beyond the history.",
+            )
+        out, unknown = [], np.zeros(n_rows, np.int64)
+        for r, row in enumerate(_as_rows(exclude)):
+            found = _positions(self.items.raw, canonical_ids(row)) if len(row) else row
+            found = np.asarray(found, dtype=np.int64)
+            unknown[r] = int((found < 0).sum())
+            out.append(found[found >= 0])
+        return out, unknown
+
+    def _check_enough_items(
+        self, indices: list[np.ndarray], n_items: int, many: bool, what: str = "the history"
+    ) -> None:
+        """With the history (and ``exclude``) left out, every user must still have ``n_items``
+        items to get."""
         for r, idx in enumerate(indices):
             left = self.n_catalog - len(np.unique(idx))
             if left < n_items:
-                who = "the history" if not many else f"the history of row {r}"
+                who = what if not many else f"{what} of row {r}"
                 raise SessionSizeError(
-                    f"{who} covers {self.n_catalog - left} of the {self.n_catalog} catalog items, "
+                    f"{who} {'covers' if what == 'the history' else 'cover'} "
+                    f"{self.n_catalog - left} of the {self.n_catalog} catalog items, "
                     f"leaving {left} to recommend, fewer than the {n_items} items asked for",
                     hint=f"ask for at most {left} items, or keep the history recommendable "
                     f"(exclude_history=False, --keep-history).",
