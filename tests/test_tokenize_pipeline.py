@@ -66,7 +66,9 @@ def test_progress_false_prints_no_bar(capsys: pytest.CaptureFixture) -> None:
     config = TokenizeConfig(method="rqvae", levels=2, codebook_size=8, rqvae_epochs=3)
     tokenize(clustered(200), config, progress=False)
     assert "RQ-VAE" not in capsys.readouterr().err
-    tokenize(clustered(200), config)  # the default shows the bar
+    tokenize(clustered(200), config)  # a library call is quiet by default
+    assert "RQ-VAE" not in capsys.readouterr().err
+    tokenize(clustered(200), config, progress=True)
     assert "training RQ-VAE" in capsys.readouterr().err
 
 

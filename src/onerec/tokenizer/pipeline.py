@@ -88,10 +88,11 @@ def make_quantizer(config: TokenizeConfig, n_items: int) -> ResidualKMeansQuanti
 
 
 def tokenize(
-    x: np.ndarray | torch.Tensor, config: TokenizeConfig = TokenizeConfig(), progress: bool = True
+    x: np.ndarray | torch.Tensor, config: TokenizeConfig = TokenizeConfig(), progress: bool = False
 ) -> Tokenization:
     """Fit the configured quantizer on the catalog ``x`` (N, D) and measure the result;
-    ``progress`` shows the RQ-VAE's training bar."""
+    ``progress`` shows the RQ-VAE's training bar (off by default, as in every library call:
+    the command line turns it on unless ``--quiet``)."""
     quantizer = make_quantizer(config, len(x))
     start = time.perf_counter()
     quantizer.fit(x, progress=progress)
