@@ -294,7 +294,10 @@ def summarize(folder: Path) -> str:
         "Every aligned model against the same NTP model on the same 200 held-out users (8 beams "
         "each): mean per user, in brackets the paired relative difference and its size in "
         "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
-        "the DPO term (the control). Written by `python benchmarks/alignment.py --summarize`.\n\n"
+        "the DPO term (the control). RM reward and the RM~oracle correlation are by the run's "
+        "reward model: `rm v2` (rate features, `--rm v2`) or, unmarked, the first RM (`--rm v1`); "
+        "the NTP model is listed once per RM. Written by "
+        "`python benchmarks/alignment.py --summarize`.\n\n"
         + "\n".join(lines) + "\n"
     )
 
