@@ -174,6 +174,8 @@ def test_named_errors() -> None:
         rm.check_catalog(41)
     with pytest.raises(CatalogMismatchError):
         rm.check_catalog(N_ITEMS, "def")
+    with pytest.raises(AlignmentConfigError, match="rate_prior"):
+        RewardTrainConfig(rate_prior=0.0)
     with pytest.raises(AlignmentConfigError, match="weights"):
         RewardModelConfig(num_items=3, weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(AlignmentConfigError, match="at most 5"):

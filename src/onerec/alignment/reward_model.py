@@ -3,9 +3,9 @@
 Read top to bottom: the config, target attention, a self-attention block, the model. For a user
 (their watched history, most recent last) and a session of m items:
 
-1. every session item j (its embedding: a learned item-id vector and/or a projection of fixed
-   side features: a content embedding, log duration, and the item's smoothed feedback rates on
-   the training log) gets a **target-aware
+1. every session item j (its embedding: a projection of fixed side features, i.e. the item's
+   smoothed feedback rates on the training log and optionally a content embedding and log
+   duration, plus, when ``item_ids``, a learned item-id vector) gets a **target-aware
    representation**: the user representation u_j is target attention from the item's
    embedding e_j over the history's item embeddings (a learned "no history" slot keeps empty
    histories defined), and ``x_j = W [e_j; u_j; e_j * u_j] + p_j``

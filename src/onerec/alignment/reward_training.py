@@ -55,6 +55,11 @@ class RewardTrainConfig:
 
     def __post_init__(self) -> None:
         require_ints(self, ("epochs", "batch_size", "log_every"))
+        if not self.rate_prior > 0:
+            raise AlignmentConfigError(
+                f"rate_prior must be > 0 (pseudo-exposures that keep unseen items' rates "
+                f"defined), got {self.rate_prior}"
+            )
         if not 0 < self.holdout < 1 or not 0 < self.swt_quantile <= 1 or not self.lr > 0:
             raise AlignmentConfigError(
                 f"holdout must be in (0, 1), swt_quantile in (0, 1], lr > 0; got {self.holdout}, "
