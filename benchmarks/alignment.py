@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,31 @@ from onerec.training import TrainConfig
 from onerec.training.pipeline import ranking_metrics, train_on_dataset
 
 
+# reward-model variants: (folder in --run-dir, RewardTrainConfig fields, RewardModelConfig fields).
+# v1: the first RM (learned item ids beside content side features). v2: the items' smoothed
+# training-log feedback rates as side features instead of learned ids (few sessions per item made
+# the id vectors overfit), no dropout, a lower learning rate for more epochs.
+RM_VARIANTS = {
+    "v1": ("reward_model", {"epochs": 6, "weight_decay": 0.1, "rate_features": False},
+           {"d_model": 32, "dropout": 0.2}),
+    "v2": ("reward_model_v2", {"epochs": 12, "lr": 1e-3, "weight_decay": 0.1},
+           {"d_model": 32, "dropout": 0.0, "item_ids": False}),
+}  # fmt: skip
+
+
+def recorded_ntp_settings(run: Path, train_config: TrainConfig, model: dict) -> tuple[TrainConfig, dict]:
+    """The settings the NTP run in ``run`` was made with, when it exists: later changes of the
+    library's defaults must not stop the benchmark from reusing it (the trainer refuses to
+    resume a run under other settings)."""
+    if not (run / "model_config.json").exists():
+        return train_config, model
+    saved = json.loads((run / "model_config.json").read_text())
+    saved.pop("level_sizes")  # comes from the semantic IDs
+    recorded = json.loads((run / "train_config.json").read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in recorded.items() if k in known}), saved
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", default="default", choices=["default", "tiny"])
@@ -51,7 +76,9 @@ def main() -> None:
     p.add_argument("--eval-users", type=int, default=300)
     p.add_argument("--sessions-per-user", type=int, default=8)
     p.add_argument("--onerec-epochs", type=int, default=None, help="default: the scale's")
-    p.add_argument("--rm-epochs", type=int, default=6)
+    p.add_argument("--rm", choices=sorted(RM_VARIANTS), default="v2",
+                   help="reward-model settings (RM_VARIANTS); each trains into its own folder "
+                   "of --run-dir, so a new variant is trained, not reloaded")
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--r-dpo", type=float, default=0.1)
     p.add_argument("--n-sessions", type=int, default=128)
@@ -111,8 +138,9 @@ def main() -> None:
     train_config = TrainConfig(session_items=cfg.session_items, history_length=cfg.history_length,
                                batch_size=cfg.onerec_batch_size, epochs=cfg.onerec_epochs,
                                eval_users=cfg.validation_users, seed=cfg.seed, device="cpu")  # fmt: skip
+    train_config, overrides = recorded_ntp_settings(run_dir / "ntp", train_config, cfg.onerec_model)
     trained = train_on_dataset(train_ds, run_dir / "semantic_ids", run_dir / "ntp", train_config,
-                               preset=cfg.onerec_preset, model_overrides=cfg.onerec_model,
+                               preset=cfg.onerec_preset, model_overrides=overrides,
                                progress=False)  # fmt: skip
     ntp, ids, split = trained.model.eval(), trained.semantic_ids, trained.split
     lap("train_ntp", t)
@@ -120,11 +148,11 @@ def main() -> None:
     t = time.perf_counter()
     features = np.c_[content, np.log(sim.catalog.duration)]
     fingerprint = catalog_fingerprint(log.items.raw)
+    rm_folder, rm_train, rm_model = RM_VARIANTS[args.rm]
     rm_run = train_reward_model(
-        logged_sessions(log, cfg.session_items, cfg.history_length), run_dir / "reward_model",
-        RewardTrainConfig(epochs=args.rm_epochs, weight_decay=0.1, seed=cfg.seed),
-        num_items=sim.num_items, catalog=fingerprint, model={"d_model": 32, "dropout": 0.2},
-        item_features=features, progress=False,
+        logged_sessions(log, cfg.session_items, cfg.history_length), run_dir / rm_folder,
+        RewardTrainConfig(**rm_train, seed=cfg.seed), num_items=sim.num_items,
+        catalog=fingerprint, model=rm_model, item_features=features, progress=False,
     )  # fmt: skip
     rm = rm_run.model
     lap("train_reward_model", t)
@@ -183,7 +211,7 @@ def main() -> None:
     result = {
         "benchmark": "alignment", **env, "config": asdict(cfg),
         "align_config": asdict(align_config), "pair_reward": args.reward,
-        "rm_weights": args.rm_weights, "eval_users": len(users),
+        "rm_weights": args.rm_weights, "rm_variant": args.rm, "eval_users": len(users),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
         "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
     }  # fmt: skip
@@ -231,20 +259,26 @@ def summarize(folder: Path) -> str:
             return value
         return f"{value} ({100 * d['relative']:+.1f}%, {d['diff'] / d['se']:+.1f} se)"
 
+    graded_by: set[str] = set()  # the RM variants whose NTP row is listed
     for path in sorted(folder.glob("alignment*.json")):
         r = json.loads(path.read_text())
         a = r["align_config"]
         seconds = [it["seconds_this_call"] for it in r["ipa"]["iterations"]
                    if it["seconds_this_call"] > 1]  # fmt: skip
         per_iteration = f"{np.mean(seconds):.0f}" if seconds else "-"
-        by = r.get("pair_reward", "rm") + (f" w={r['rm_weights']}" if r.get("rm_weights") else "")
+        variant = r.get("rm_variant", "v1")
+        by = r.get("pair_reward", "rm")
+        by += f" {variant}" if by == "rm" and variant != "v1" else ""
+        by += f" w={r['rm_weights']}" if r.get("rm_weights") else ""
         by += "" if a["strategy"] == "best_worst" else f", {a['strategy']} K={a['negatives']}"
         for model, row in r["table"].items():
-            if model == "ntp" and path.stem != "alignment":
-                continue  # the same NTP model in every run: listed once
+            if model == "ntp":
+                if variant in graded_by:
+                    continue  # the same NTP model in every run: listed once per reward model
+                graded_by.add(variant)
             setting = f"{by} | {a['r_dpo']} | {a['dpo_weight']} / {a['ntp_weight']}"
             if model == "ntp":
-                setting = "- | - | -"
+                setting = ("-" if variant == "v1" else f"- (graded by RM {variant})") + " | - | -"
             elif model.startswith("ntp-continued"):
                 setting = f"- | - | 0 / {a['ntp_weight']}"
             lines.append(
@@ -260,7 +294,10 @@ def summarize(folder: Path) -> str:
         "Every aligned model against the same NTP model on the same 200 held-out users (8 beams "
         "each): mean per user, in brackets the paired relative difference and its size in "
         "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
-        "the DPO term (the control). Written by `python benchmarks/alignment.py --summarize`.\n\n"
+        "the DPO term (the control). RM reward and the RM~oracle correlation are by the run's "
+        "reward model: `rm v2` (rate features, `--rm v2`) or, unmarked, the first RM (`--rm v1`); "
+        "the NTP model is listed once per RM. Written by "
+        "`python benchmarks/alignment.py --summarize`.\n\n"
         + "\n".join(lines) + "\n"
     )
 

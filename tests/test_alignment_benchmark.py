@@ -36,6 +36,13 @@ def test_alignment_benchmark_runs_at_tiny_scale(tmp_path: Path, monkeypatch) -> 
     script.main()
     again = json.loads((out / "alignment_oracle.json").read_text())
     assert again["table"]["ntp"] == result["table"]["ntp"]
+    # another reward-model variant is trained into its own folder, not reloaded from v2's
+    monkeypatch.setattr(sys, "argv", common + ["--best-of-n", "0", "--rm", "v1", "--tag", "_v1"])
+    script.main()
+    v1 = json.loads((out / "alignment_v1.json").read_text())
+    assert (tmp_path / "runs" / "reward_model").is_dir()
+    assert (tmp_path / "runs" / "reward_model_v2").is_dir()
+    assert v1["rm_variant"] == "v1" and v1["reward_model"] != result["reward_model"]
     monkeypatch.setattr(sys, "argv", ["alignment.py", "--summarize", "--out", str(out)])
     script.main()
     summary = (out / "alignment_summary.md").read_text()

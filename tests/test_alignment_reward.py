@@ -15,7 +15,13 @@ from onerec.alignment import (
     logged_sessions,
     train_reward_model,
 )
-from onerec.alignment.reward_training import weighted_auc, with_weights
+from onerec.alignment.reward_training import (
+    holdout_rows,
+    item_rates,
+    rate_features,
+    weighted_auc,
+    with_weights,
+)
 from onerec.data.schema import build_log
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError, MissingSignalError
 
@@ -97,6 +103,46 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path) -> None:
     assert all(r.get("step") != 999 for r in steps)
 
 
+def test_item_rate_features_come_from_the_training_sessions_only(tmp_path) -> None:
+    sessions = logged_sessions(planted_log(300))
+    config = RewardTrainConfig(epochs=1, holdout=0.2)
+    train_rows, held_rows = holdout_rows(len(sessions), config)
+
+    def features(data, name: str) -> torch.Tensor:
+        run = train_reward_model(data, tmp_path / name, config, num_items=N_ITEMS,
+                                 model={"item_ids": False}, progress=False)  # fmt: skip
+        return run.model.features[:N_ITEMS].clone()
+
+    def relabelled(rows: np.ndarray):
+        """The same sessions with every item of ``rows`` liked, followed and watched for 999 s."""
+        signals = sessions.signals.copy()
+        signals[rows] = np.where(sessions.items[rows, :, None] >= 0, [999.0, 1, 1, 1], 0.0)
+        return type(sessions)(sessions.user, sessions.history, sessions.items, signals)
+
+    base = features(sessions, "base")
+    # held-out sessions can say anything: the features (fitted before any training) stay put
+    assert torch.equal(features(relabelled(held_rows), "held"), base)
+    # the same change on training sessions moves them: the check above could fail
+    assert not torch.allclose(features(relabelled(train_rows[:30]), "train"), base)
+    # the smoothed rate by hand for one item: (sum + prior * global mean) / (count + prior)
+    train = sessions.take(train_rows)
+    rates, count = item_rates(train, N_ITEMS, prior=5.0)
+    on = train.items == 0
+    likes = train.signals[..., 3]
+    mean = likes[train.items >= 0].mean()
+    assert count[0] == on.sum()
+    assert rates[0, 3] == pytest.approx((likes[on].sum() + 5 * mean) / (on.sum() + 5))
+    assert rate_features(train, N_ITEMS).shape == (N_ITEMS, 9)
+
+
+def test_reward_model_without_item_ids_needs_side_features() -> None:
+    with pytest.raises(AlignmentConfigError, match="side features"):
+        RewardModelConfig(num_items=3, item_ids=False)
+    rm = RewardModel(RewardModelConfig(num_items=3, item_ids=False, item_features=2))
+    assert rm.item_emb is None
+    assert rm(torch.full((1, 2), -1), torch.tensor([[0, 1, -1]])).shape == (1, 4)
+
+
 def test_combined_score_is_the_weighted_mean_lift() -> None:
     rm = RewardModel(RewardModelConfig(num_items=5, references=(10.0, 0.5, 0.01, 0.1),
                                        weights=(1.0, 0.0, 2.0, 1.0)))  # fmt: skip
@@ -128,6 +174,8 @@ def test_named_errors() -> None:
         rm.check_catalog(41)
     with pytest.raises(CatalogMismatchError):
         rm.check_catalog(N_ITEMS, "def")
+    with pytest.raises(AlignmentConfigError, match="rate_prior"):
+        RewardTrainConfig(rate_prior=0.0)
     with pytest.raises(AlignmentConfigError, match="weights"):
         RewardModelConfig(num_items=3, weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(AlignmentConfigError, match="at most 5"):

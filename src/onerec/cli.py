@@ -322,10 +322,11 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     features = None
     if args.item_embedding:
         features = np.array(ds.item_table.embedding(args.item_embedding), dtype=np.float64)
-    model = {"d_model": args.d_model, "dropout": args.dropout,
+    model = {"d_model": args.d_model, "dropout": args.dropout, "item_ids": args.item_ids,
              "weights": tuple(_numbers(args.weights, "--weights"))}  # fmt: skip
     config = RewardTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               holdout=args.holdout, seed=args.seed)  # fmt: skip
+                               holdout=args.holdout, rate_features=not args.no_rate_features,
+                               seed=args.seed)  # fmt: skip
     run = train_reward_model(sessions, args.out, config, num_items=ds.num_items,
                              catalog=catalog_fingerprint(ds.log.items.raw), model=model,
                              item_features=features, progress=not args.quiet)  # fmt: skip
@@ -374,11 +375,16 @@ def _add_alignment_commands(sub: argparse._SubParsersAction) -> None:
                     help="an item-table embedding column to use as item side features, e.g. content")
     rt.add_argument("--weights", default="1,1,1,1",
                     help="swt,vtr,wtr,ltr weights of the combined score (default 1,1,1,1)")
+    rt.add_argument("--no-rate-features", action="store_true",
+                    help="leave out the items' smoothed feedback rates on the training sessions "
+                    "as side features")
+    rt.add_argument("--item-ids", action="store_true",
+                    help="also learn a vector per item id (overfits when items have few sessions)")
     rt.add_argument("--d-model", type=int, default=32)
-    rt.add_argument("--dropout", type=float, default=0.2)
-    rt.add_argument("--epochs", type=int, default=6)
+    rt.add_argument("--dropout", type=float, default=0.0)
+    rt.add_argument("--epochs", type=int, default=12)
     rt.add_argument("--batch-size", type=int, default=256)
-    rt.add_argument("--lr", type=float, default=3e-3)
+    rt.add_argument("--lr", type=float, default=1e-3)
     rt.add_argument("--holdout", type=float, default=0.1, help="share of sessions held out")
     rt.add_argument("--seed", type=int, default=0)
     rt.add_argument("--quiet", action="store_true", help="no progress bars")

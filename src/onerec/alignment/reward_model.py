@@ -3,8 +3,9 @@
 Read top to bottom: the config, target attention, a self-attention block, the model. For a user
 (their watched history, most recent last) and a session of m items:
 
-1. every session item j (its embedding: a learned item-id vector plus, optionally, a projection of
-   fixed side features such as a content embedding and log duration) gets a **target-aware
+1. every session item j (its embedding: a projection of fixed side features, i.e. the item's
+   smoothed feedback rates on the training log and optionally a content embedding and log
+   duration, plus, when ``item_ids``, a learned item-id vector) gets a **target-aware
    representation**: the user representation u_j is target attention from the item's
    embedding e_j over the history's item embeddings (a learned "no history" slot keeps empty
    histories defined), and ``x_j = W [e_j; u_j; e_j * u_j] + p_j``
@@ -83,7 +84,8 @@ class RewardModelConfig:
     layers: int = 1
     history_length: int = 20
     session_items: int = 5
-    item_features: int = 0  # width of fixed per-item side features (content, duration); 0: none
+    item_features: int = 0  # width of fixed per-item side features (content, rates); 0: none
+    item_ids: bool = True  # a learned vector per item id beside the side features
     dropout: float = 0.1
     swt_scale: float = 1.0
     references: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -93,6 +95,11 @@ class RewardModelConfig:
         require_ints(self, ("num_items", "d_model", "n_heads", "layers", "history_length",
                             "session_items"))  # fmt: skip
         require_ints(self, ("item_features",), low=0)
+        if not self.item_ids and not self.item_features:
+            raise AlignmentConfigError(
+                "a reward model without item-id embeddings (item_ids=False) needs side features "
+                "(item_features > 0) to tell items apart"
+            )
         if self.d_model % self.n_heads:
             raise AlignmentConfigError(
                 f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
@@ -170,7 +177,9 @@ class RewardModel(nn.Module):
         super().__init__()
         self.config = c = config
         d = c.d_model
-        self.item_emb = nn.Embedding(c.num_items + 1, d)  # row num_items: padding
+        # row num_items: padding. Few sessions per item make id vectors overfit; the side
+        # features (the same for every item with the same evidence) generalize
+        self.item_emb = nn.Embedding(c.num_items + 1, d) if c.item_ids else None
         # fixed side features of every item (row num_items: padding), set by the trainer: they
         # let the RM generalize to items the logging policy rarely showed
         self.register_buffer("features", torch.zeros(c.num_items + 1, c.item_features))
@@ -189,10 +198,13 @@ class RewardModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
 
     def _embed(self, items: Tensor) -> Tensor:
-        """``(..., d)``: an item's learned embedding plus its projected side features."""
+        """``(..., d)``: an item's learned id embedding (when ``item_ids``) plus its projected
+        side features."""
         rows = torch.where(items >= 0, items, self.config.num_items)
-        e = self.item_emb(rows)
-        return e if self.feature_proj is None else e + self.feature_proj(self.features[rows])
+        parts = [] if self.item_emb is None else [self.item_emb(rows)]
+        if self.feature_proj is not None:
+            parts.append(self.feature_proj(self.features[rows]))
+        return torch.stack(parts).sum(0)
 
     def forward(self, history: Tensor, sessions: Tensor) -> Tensor:
         """Logits ``(B, 4)`` of swt, vtr, wtr, ltr for ``sessions`` (B, m) after ``history``
@@ -238,7 +250,7 @@ class RewardModel(nn.Module):
         self.eval()
         sessions = np.asarray(sessions, dtype=np.int64)
         padded = pad_history(history, self.config.history_length)
-        device = self.item_emb.weight.device
+        device = self.features.device
         out = []
         try:
             for start in range(0, len(sessions), batch_size):

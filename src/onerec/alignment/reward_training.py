@@ -48,11 +48,18 @@ class RewardTrainConfig:
     weight_decay: float = 0.01
     holdout: float = 0.1
     swt_quantile: float = 0.99
+    rate_features: bool = True  # add each item's smoothed training-log feedback (item_rates)
+    rate_prior: float = 5.0  # pseudo-exposures at the global mean that smooth those rates
     log_every: int = 20
     seed: int = 0
 
     def __post_init__(self) -> None:
         require_ints(self, ("epochs", "batch_size", "log_every"))
+        if not self.rate_prior > 0:
+            raise AlignmentConfigError(
+                f"rate_prior must be > 0 (pseudo-exposures that keep unseen items' rates "
+                f"defined), got {self.rate_prior}"
+            )
         if not 0 < self.holdout < 1 or not 0 < self.swt_quantile <= 1 or not self.lr > 0:
             raise AlignmentConfigError(
                 f"holdout must be in (0, 1), swt_quantile in (0, 1], lr > 0; got {self.holdout}, "
@@ -138,8 +145,10 @@ def train_reward_model(
     """Train an RM on ``sessions`` into ``out`` (resumed when it holds a run), select the epoch
     with the lowest held-out loss, and grade it (``evaluation.json``). ``model``: fields of
     :class:`RewardModelConfig` (sizes, ``weights``); the scale and references are fitted here.
-    ``item_features`` ``(num_items, F)``: fixed side features of every item (standardized here
-    and kept in the model's weights)."""
+    ``item_features`` ``(num_items, F)``: fixed side features of every item; with
+    ``config.rate_features`` the items' smoothed feedback on the *training* sessions
+    (:func:`rate_features`) joins them. All are standardized here and kept in the model's
+    weights."""
     config = config or RewardTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,14 +157,20 @@ def train_reward_model(
     scale, references, clipped = fit_scales(train, config.swt_quantile)
     overrides = dict(model or {})
     overrides.setdefault("session_items", sessions.items.shape[1])
-    features = None
+    columns = []
     if item_features is not None:
-        features = np.asarray(item_features, dtype=np.float64)
-        if features.ndim != 2 or len(features) != num_items or not np.isfinite(features).all():
+        given = np.asarray(item_features, dtype=np.float64)
+        if given.ndim != 2 or len(given) != num_items or not np.isfinite(given).all():
             raise AlignmentConfigError(
                 f"item_features must be a finite (num_items={num_items}, F) array, got shape "
-                f"{features.shape}"
+                f"{given.shape}"
             )
+        columns.append(given)
+    if config.rate_features:
+        columns.append(rate_features(train, num_items, config.rate_prior))
+    features = None
+    if columns:
+        features = np.concatenate(columns, axis=1)
         features = (features - features.mean(0)) / np.maximum(features.std(0), 1e-8)
         overrides["item_features"] = features.shape[1]
     model_config = RewardModelConfig(num_items=num_items, catalog=catalog, swt_scale=scale,
@@ -278,18 +293,35 @@ def session_scores(predicted: np.ndarray, data: LoggedSessions) -> dict[str, flo
     return out
 
 
-def item_average_baseline(
-    train: LoggedSessions, data: LoggedSessions, num_items: int, prior: float = 5.0
-) -> np.ndarray:
-    """Per-item average feedback ``(S, 4)`` for ``data``'s sessions (module doc)."""
+def item_rates(
+    train: LoggedSessions, num_items: int, prior: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every item's mean feedback on ``train``'s sessions ``(num_items, 4)`` (watch time in
+    seconds, view-through, follow, like), smoothed towards the global mean with ``prior``
+    pseudo-exposures, and its exposure count ``(num_items,)``."""
     valid = train.items >= 0
     items = train.items[valid]
     signals = train.signals[valid]  # (exposures, 4)
     count = np.bincount(items, minlength=num_items).astype(np.float64)
-    mean = signals.mean(0)
     per_item = np.stack([np.bincount(items, signals[:, k], minlength=num_items)
                          for k in range(len(SIGNALS))], axis=1)  # fmt: skip
-    per_item = (per_item + prior * mean) / (count + prior)[:, None]
+    return (per_item + prior * signals.mean(0)) / (count + prior)[:, None], count
+
+
+def rate_features(train: LoggedSessions, num_items: int, prior: float = 5.0) -> np.ndarray:
+    """Side features ``(num_items, 9)`` from the training sessions only: the smoothed rates of
+    :func:`item_rates`, their logs (rare signals such as follows span orders of magnitude), and
+    log(1 + exposures) (how much to trust them). What the per-item baseline knows, given to
+    the RM as input so that it only has to learn what the history and the session add."""
+    rates, count = item_rates(train, num_items, prior)
+    return np.c_[rates, np.log(rates + 1e-6), np.log1p(count)]
+
+
+def item_average_baseline(
+    train: LoggedSessions, data: LoggedSessions, num_items: int, prior: float = 5.0
+) -> np.ndarray:
+    """Per-item average feedback ``(S, 4)`` for ``data``'s sessions (module doc)."""
+    per_item, _ = item_rates(train, num_items, prior)
     ok = data.items >= 0
     looked = np.where(ok[..., None], per_item[np.where(ok, data.items, 0)], 0.0)  # (S, m, 4)
     out = looked.sum(1) / ok.sum(1, keepdims=True)
