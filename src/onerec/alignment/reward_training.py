@@ -285,8 +285,11 @@ def session_scores(predicted: np.ndarray, data: LoggedSessions) -> dict[str, flo
     n = data.lengths.astype(np.float64)
     out: dict[str, float] = {}
     residual = ((truth[:, 0] - predicted[:, 0]) ** 2).sum()
-    out["swt_r2"] = float(1 - residual / ((truth[:, 0] - truth[:, 0].mean()) ** 2).sum())
-    out["swt_spearman"] = float(spearmanr(predicted[:, 0], truth[:, 0]).statistic)
+    spread = ((truth[:, 0] - truth[:, 0].mean()) ** 2).sum()
+    constant = spread == 0 or np.ptp(predicted[:, 0]) == 0  # no fitting score is defined
+    out["swt_r2"] = float("nan") if spread == 0 else float(1 - residual / spread)
+    out["swt_spearman"] = (float("nan") if constant
+                           else float(spearmanr(predicted[:, 0], truth[:, 0]).statistic))  # fmt: skip
     for k, name in enumerate(SIGNALS[1:], start=1):
         positives = truth[:, k] * n
         out[f"{name}_auc"] = weighted_auc(predicted[:, k], positives, n - positives)
