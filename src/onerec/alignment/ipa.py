@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from onerec.alignment.dpo import dpo_loss, session_log_probs
 from onerec.alignment.pairs import OracleReward, PreferencePairs, check_sampling, sample_pairs
-from onerec.alignment.reward_model import RewardModel, require_ints
+from onerec.alignment.reward_model import RewardModel, config_from_dict, require_ints
 from onerec.data.ragged import Ragged
 from onerec.data.splits import Split
 from onerec.exceptions import AlignmentConfigError, AlignmentError
@@ -85,10 +85,7 @@ class AlignConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AlignConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise AlignmentConfigError(f"unknown AlignConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @dataclass

@@ -37,7 +37,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -50,6 +50,8 @@ from onerec.data.ragged import Ragged
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.model.tokens import pad_history
 
+T = TypeVar("T")
+
 
 def require_ints(config: object, names: tuple[str, ...], low: int = 1) -> None:
     """Raise :class:`AlignmentConfigError` unless every named field of ``config`` is an int >=
@@ -60,6 +62,16 @@ def require_ints(config: object, names: tuple[str, ...], low: int = 1) -> None:
             raise AlignmentConfigError(
                 f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}"
             )
+
+
+def config_from_dict(
+    cls: type[T], d: dict[str, Any], error: type[Exception] = AlignmentConfigError
+) -> T:
+    """``cls(**d)`` for a config dataclass, with a named ``error`` for fields it does not have."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise error(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return cls(**d)
 
 
 def catalog_fingerprint(raw_item_ids: np.ndarray) -> str:
@@ -126,10 +138,7 @@ class RewardModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RewardModelConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise AlignmentConfigError(f"unknown RewardModelConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class TargetAttention(nn.Module):

@@ -19,7 +19,7 @@ items' rates.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,12 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from onerec.alignment.logged import SIGNALS, LoggedSessions
-from onerec.alignment.reward_model import RewardModel, RewardModelConfig, require_ints
+from onerec.alignment.reward_model import (
+    RewardModel,
+    RewardModelConfig,
+    config_from_dict,
+    require_ints,
+)
 from onerec.exceptions import AlignmentConfigError, ConfigError
 from onerec.model.tokens import pad_history
 
@@ -68,10 +73,7 @@ class RewardTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RewardTrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown RewardTrainConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, ConfigError)
 
 
 @dataclass
