@@ -445,8 +445,9 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     sv.add_argument("--max-batch", type=int, default=64,
                     help="requests per beam-search call (1: batching off)")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0,
-                    help="how long a batch waits for more requests after its first")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="how long a free worker waits for more requests after the first (0: it "
+                    "starts at once; requests queued while workers are busy form the next batch)")
     sv.add_argument("--max-queue", type=int, default=256,
                     help="requests waiting at most; beyond that 503 with Retry-After")
     sv.add_argument("--workers", type=int, default=0,

@@ -55,7 +55,7 @@ class ServeConfig:
     run: str
     device: str = "cpu"
     max_batch: int = 64
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 256
     workers: int = 0
     max_body_bytes: int = 1 << 16
