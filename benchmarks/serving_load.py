@@ -3,12 +3,14 @@ dynamic batching off and on side by side, and the offline batch-64 throughput of
 
     python benchmarks/serving_load.py --run RUN_DIR --out benchmarks/results --name NAME
         [--loads 0.1,0.25,0.5,0.75,1,1.5,2] [--seconds 8] [--beam 32] [--items 5]
-        [--history 20] [--max-batch 64] [--max-wait-ms 5] [--max-queue 256]
+        [--history 20] [--max-batch 64] [--max-wait-ms 0] [--max-queue 256] [--workers 0]
 
 Steps, all in one run so that the numbers share a machine state:
 
 1. **Offline**: ``Recommender.recommend_batch`` in this process on batches of 64 histories
-   (after one warm-up batch): users per second. It sets the offered loads: ``--loads`` are
+   (after one warm-up batch), with as many batches computing at once as the server has inference
+   workers and the same PyTorch threads per worker (the same share of the machine): users per
+   second. It sets the offered loads: ``--loads`` are
    fractions of it (so 1.0 offers as many requests per second as the model can answer offline).
    It is measured again after the HTTP runs; the better of the two is the reference of the
    HTTP/offline ratio (a shared machine's load drifts).
@@ -35,13 +37,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+import torch
 
 from onerec.generation import Recommender
 from onerec.runinfo import environment
@@ -60,8 +65,10 @@ def make_bodies(rec: Recommender, n: int, history: int, items: int, beam: int,
     ]  # fmt: skip
 
 
-def offline_throughput(rec: Recommender, bodies: list[dict], batch: int, batches: int) -> float:
-    """Users per second of ``recommend_batch`` on batches of ``batch`` (after a warm-up)."""
+def offline_throughput(rec: Recommender, bodies: list[dict], batch: int, batches: int,
+                       streams: int = 1) -> float:  # fmt: skip
+    """Users per second of ``recommend_batch`` on batches of ``batch`` (after a warm-up), with
+    ``streams`` threads each computing ``batches`` batches at the same time."""
     def run(k: int) -> None:
         chunk = [bodies[(k * batch + i) % len(bodies)] for i in range(batch)]
         rec.recommend_batch([b["history"] for b in chunk], n_items=chunk[0]["n_items"],
@@ -69,9 +76,9 @@ def offline_throughput(rec: Recommender, bodies: list[dict], batch: int, batches
 
     run(0)
     start = time.perf_counter()
-    for k in range(1, batches + 1):
-        run(k)
-    return batch * batches / (time.perf_counter() - start)
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(run, range(1, streams * batches + 1)))
+    return batch * batches * streams / (time.perf_counter() - start)
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -230,7 +237,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{machine['cpu']} ({machine['cpu_count']} cores), client and server on the same "
         f"machine.",
         "",
-        f"Offline `recommend_batch`, batch 64, in the benchmark process: **"
+        f"Offline `recommend_batch`, batch 64, in the benchmark process with "
+        f"{c.get('workers_resolved', 1)} batches at once: **"
         f"{result['offline_batch64_rps']:.1f} users/s** (the better of before and after the "
         f"HTTP runs: {' / '.join(f'{v:.1f}' for v in result['offline_batch64_rps_before_after'])})"
         f"; offered loads are fractions of the first.",
@@ -288,8 +296,10 @@ def main() -> None:
     p.add_argument("--items", type=int, default=5)
     p.add_argument("--history", type=int, default=20, help="history items per request")
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0,
+                   help="the server's inference workers (0: one per usable core, as onerec serve)")
     p.add_argument("--single", type=int, default=50, help="closed-loop requests for the p50")
     p.add_argument("--offline-batches", type=int, default=5)
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request")
@@ -298,12 +308,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or Path(args.run).resolve().parent.name
+    workers = args.workers or len(os.sched_getaffinity(0))
+    torch.set_num_threads(max(1, torch.get_num_threads() // workers))  # as the server does
     rec = Recommender.from_run(args.run)
     bodies = make_bodies(rec, 512, args.history, args.items, args.beam)
-    offline_before = offline_throughput(rec, bodies, 64, args.offline_batches)
+    offline_before = offline_throughput(rec, bodies, 64, args.offline_batches, workers)
     print(f"offline batch-64: {offline_before:.1f} users/s", flush=True)
     rates = [max(1.0, float(f) * offline_before) for f in args.loads.split(",")]
-    common = ["--max-queue", str(args.max_queue)]
+    common = ["--max-queue", str(args.max_queue), "--workers", str(workers)]
     modes = {
         "off": ["--max-batch", "1", "--max-wait-ms", "0", *common],
         "on": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
@@ -312,7 +324,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "name": name,
         "environment": environment(),
-        "config": {"run": str(args.run), **{k: v for k, v in vars(args).items() if k != "run"}},
+        "config": {"run": str(args.run), **{k: v for k, v in vars(args).items() if k != "run"},
+                   "workers_resolved": workers,
+                   "torch_threads_per_worker": torch.get_num_threads()},
         "offline_batch64_rps": offline_before,
         "modes": {},
     }
@@ -322,7 +336,7 @@ def main() -> None:
                                          logs / f"serving_load_{name}_{mode}.log")  # fmt: skip
     # the machine's load drifts (other processes share it): offline again after the HTTP runs,
     # and the better of the two is the reference, so the HTTP/offline ratio is not flattered
-    offline_after = offline_throughput(rec, bodies, 64, args.offline_batches)
+    offline_after = offline_throughput(rec, bodies, 64, args.offline_batches, workers)
     offline = max(offline_before, offline_after)
     result["offline_batch64_rps"] = offline
     result["offline_batch64_rps_before_after"] = [offline_before, offline_after]

@@ -16,7 +16,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # dev dependencies ("pip install -e '.[dev]'") that some test modules skip without, outside CI
-DEV_IMPORTS = ("transformers", "hypothesis")
+DEV_IMPORTS = ("transformers", "hypothesis", "ray")
 
 
 def in_ci() -> bool:

@@ -171,6 +171,12 @@ def test_long_running_commands_name_real_benchmarks_and_options() -> None:
                 parser.parse_args(words[1:])  # exits on an unknown option
             elif words[0] == "torchrun":
                 parser.parse_args(words[words.index("onerec.cli") + 1:])
+            elif words[0] == "curl":  # a call to the service: a real endpoint, a valid body
+                from onerec.serving.schema import RecommendRequest
+
+                url = next(w for w in words[1:] if "localhost" in w)
+                assert url.endswith("/recommend"), f"{name}: {line}"
+                RecommendRequest.model_validate_json(words[words.index("-d") + 1])
             else:
                 assert words[0] == "python", f"{name}: {line}"
                 script = ROOT / words[1]

@@ -244,3 +244,26 @@ def test_quickstart_reruns_into_its_own_folder_and_overwrite_deletes_nothing_els
     saved = json.loads((tmp_path / "mine" / "onerec" / "train_config.json").read_text())
     assert "resumes" not in saved  # a fresh run each time, never a resumed one
     assert snapshot(tmp_path / "mine" / "onerec")["model.safetensors"] == first["model.safetensors"]
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    """A server watching a run folder must never see half a model.safetensors: the write goes to
+    a temporary file that replaces the old one only once complete."""
+    import onerec.runs
+    from onerec.model import OneRec, OneRecConfig
+
+    model = OneRec(OneRecConfig.preset("tiny", [4, 4, 4], max_history=8))
+    model.save(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def killed_midway(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)  # the first bytes, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onerec.runs, "save_file", killed_midway)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "model_config.json"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Iterator
 
@@ -25,8 +27,11 @@ from onerec.cli import main
 from onerec.data.schema import IdMap
 from onerec.generation import Recommender
 from onerec.model import OneRec, OneRecConfig
-from onerec.serving import run_version
+from onerec.serving import Batcher, run_version
+from onerec.serving.metrics import ServingMetrics
+from onerec.serving.models import LoadedModel
 from onerec.serving.process import ServerProcess
+from onerec.serving.schema import RecommendRequest
 from onerec.tokenizer import SemanticIds
 from onerec.tokenizer.pipeline import save_semantic_ids
 
@@ -84,7 +89,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(run: Path) -> Iterator[Server]:
     s = Server(run, "--max-batch", "64", "--max-wait-ms", "50", "--watch-seconds", "0",
-               "--max-history-items", "50", "--max-body-bytes", "4000")  # fmt: skip
+               "--max-history-items", "50", "--max-body-bytes", "4000",
+               "--workers", "2")  # fmt: skip
     yield s
     s.stop()
 
@@ -252,13 +258,50 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers(run):
         s.stop()
 
 
+class _MeetingRecommender:
+    """Stands in for a Recommender: every batch waits at a barrier for ``parties`` batches in
+    flight together (BrokenBarrierError when they are not), then answers its histories."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=2.0)
+        self.model = SimpleNamespace(config=SimpleNamespace(history_features=0))
+
+    def recommend_batch(self, histories, users, **kwargs) -> list:
+        self.barrier.wait()
+        return [SimpleNamespace(items=list(h)) for h in histories]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_compute_batches_at_the_same_time(workers):
+    """With two workers two batches meet at the barrier; with one, the first batch waits alone
+    and fails (so the test could fail if batches were serialised)."""
+    store = SimpleNamespace(current=LoadedModel(_MeetingRecommender(2), "v1", (), 0.0))
+    batcher = Batcher(store, ServingMetrics(), max_batch=1, max_wait_ms=0, workers=workers)
+
+    async def two_requests() -> list:
+        batcher.start()
+        try:
+            reqs = [RecommendRequest(history=[1, 2]), RecommendRequest(history=[3])]
+            return await asyncio.gather(*(batcher.submit(r) for r in reqs),
+                                        return_exceptions=True)  # fmt: skip
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(two_requests())
+    if workers == 2:
+        assert [(a.items, v) for a, v in answers] == [([1, 2], "v1"), ([3], "v1")]
+    else:
+        assert isinstance(answers[0], threading.BrokenBarrierError)
+
+
 # --- hot parameter sync -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def hot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     run = make_run(tmp_path_factory.mktemp("hot") / "run")
-    s = Server(run, "--max-batch", "16", "--max-wait-ms", "5", "--watch-seconds", "0.3")
+    s = Server(run, "--max-batch", "16", "--max-wait-ms", "5", "--watch-seconds", "0.3",
+               "--workers", "2")  # two batches in flight: neither may mix versions
     yield s, run
     s.stop()
 

@@ -423,7 +423,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(
         run=args.run, device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue, workers=args.workers, max_body_bytes=args.max_body_bytes,
         max_history_items=args.max_history_items, watch_seconds=args.watch_seconds,
     )  # fmt: skip
     if args.ray:
@@ -445,10 +445,13 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     sv.add_argument("--max-batch", type=int, default=64,
                     help="requests per beam-search call (1: batching off)")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0,
-                    help="how long a batch waits for more requests after its first")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="how long a free worker waits for more requests after the first (0: it "
+                    "starts at once; requests queued while workers are busy form the next batch)")
     sv.add_argument("--max-queue", type=int, default=256,
                     help="requests waiting at most; beyond that 503 with Retry-After")
+    sv.add_argument("--workers", type=int, default=0,
+                    help="batches computed at once (0: one per CPU core; one on a GPU)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 16, help="request body limit")
     sv.add_argument("--max-history-items", type=int, default=1024,
                     help="history ids a request may send (with truncate, more than the model "

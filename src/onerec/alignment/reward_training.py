@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -39,6 +39,7 @@ from onerec.alignment.reward_model import (
 )
 from onerec.exceptions import AlignmentConfigError, ConfigError
 from onerec.model.tokens import pad_history
+from onerec.runs import write_safetensors
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,7 @@ def _save(path: Path, rm: RewardModel, optimizer: torch.optim.Optimizer, epoch: 
             tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().contiguous()
     tensors["counters"] = torch.tensor([epoch, step], dtype=torch.int64)
     tensors["best"] = torch.tensor([best], dtype=torch.float64)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.rename(path)
+    write_safetensors(tensors, path)
 
 
 def _load(path: Path, rm: RewardModel, optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:

@@ -41,13 +41,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from onerec.exceptions import ModelError
 from onerec.model.config import OneRecConfig, missing_fields
 from onerec.model.tokens import TokenLayout
-from onerec.runs import check_shapes, read_safetensors
+from onerec.runs import check_shapes, read_safetensors, write_safetensors, write_text
 
 # --- building blocks ----------------------------------------------------------------------------
 
@@ -699,12 +698,12 @@ class OneRec(nn.Module):
     # --- files ----------------------------------------------------------------------------------
     def save(self, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write ``model_config.json`` and ``model.safetensors`` (weights and routing biases;
-        ``metadata`` goes into its header, e.g. what the run was trained from)."""
+        ``metadata`` goes into its header, e.g. what the run was trained from). Each file is
+        replaced atomically, so a server watching the folder never reads half a file."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "model_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"), metadata=metadata)
+        write_text(directory / "model_config.json", json.dumps(self.config.to_dict(), indent=2))
+        write_safetensors(self.state_dict(), directory / "model.safetensors", metadata)
         return directory
 
     @classmethod

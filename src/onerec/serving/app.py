@@ -49,13 +49,15 @@ log = logging.getLogger("onerec.serving")
 @dataclass(frozen=True)
 class ServeConfig:
     """How the service runs. ``max_batch=1`` turns dynamic batching off; ``watch_seconds=0``
-    turns the run-folder watcher off (``POST /admin/reload`` still works)."""
+    turns the run-folder watcher off (``POST /admin/reload`` still works). ``workers``: batches
+    computed at once (0: one per CPU core this process may use on a CPU device, one on a GPU)."""
 
     run: str
     device: str = "cpu"
     max_batch: int = 64
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 256
+    workers: int = 0
     max_body_bytes: int = 1 << 16
     max_history_items: int = 1024
     max_exclude_items: int = 1024
@@ -77,7 +79,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     /healthz answers at once and /readyz turns 200 when the model is in)."""
     metrics = ServingMetrics()
     store = ModelStore(config.run, config.device, on_reload=metrics.on_reload)
-    batcher = Batcher(store, metrics, config.max_batch, config.max_wait_ms, config.max_queue)
+    batcher = Batcher(store, metrics, config.max_batch, config.max_wait_ms, config.max_queue,
+                      inference_workers(config))  # fmt: skip
     token = os.environ.get(config.admin_token_env, "")
 
     async def first_load() -> None:
@@ -179,6 +182,16 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"outcome": outcome, "version": model.version, "previous": previous}
 
     return app
+
+
+def inference_workers(config: ServeConfig) -> int:
+    """``config.workers``, or for 0 one per usable CPU core (one on an accelerator, where a
+    single stream of batches already keeps the device busy)."""
+    if config.workers < 0:
+        raise ValueError(f"workers must be 0 (auto) or positive, got {config.workers}")
+    if config.workers:
+        return config.workers
+    return len(os.sched_getaffinity(0)) if config.device == "cpu" else 1
 
 
 def error_response(e: OneRecError, retry_after: int = 1) -> JSONResponse:

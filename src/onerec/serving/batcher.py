@@ -1,11 +1,18 @@
 """Dynamic batching: requests that arrive together share one beam-search call.
 
-The event loop only queues requests; one worker thread runs the model, so the server keeps
-accepting connections and answering health checks while a batch computes. A batch closes when it
-holds ``max_batch`` requests or ``max_wait_ms`` after its first request arrived (a request that
-already waited behind a running batch does not wait again). The queue holds at most
-``max_queue`` requests; beyond that :class:`ServerBusyError` (HTTP 503) is raised at once, so
-memory stays bounded under overload.
+The event loop only queues requests; ``workers`` inference threads run the model, so the server
+keeps accepting connections and answering health checks while batches compute. A batch forms
+when a worker is free: it closes when it holds ``max_batch`` requests or ``max_wait_ms`` after its
+first request arrived (a request that already waited for a free worker does not wait again). So a
+lone request on an idle server is computed at once, and under load the requests that queue while
+the workers are busy become the next batch: batches grow with the load by themselves.
+
+Several workers matter on a CPU. The beam search of one batch leaves cores idle (between steps and
+in small kernels), and a request that arrives while one batch computes starts on the next free
+worker instead of waiting for that batch to end, which shortens the tail at moderate load. With
+``workers`` > 1 each worker should get its share of the cores (``onerec serve`` sets PyTorch's
+threads to cores / workers). The queue holds at most ``max_queue`` requests; beyond that
+:class:`ServerBusyError` (HTTP 503) is raised at once, so memory stays bounded under overload.
 
 Within a batch, requests are grouped by what a beam-search call shares (items per session, beam
 width, history exclusion, truncation, alternatives); each group is one ``recommend_batch`` call.
@@ -46,7 +53,10 @@ class Batcher:
         max_batch: int = 64,
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.store = store
         self.metrics = metrics
         self.max_batch = max_batch
@@ -54,11 +64,15 @@ class Batcher:
         self.max_queue = max_queue
         self._pending: deque[_Job] = deque()
         self._arrived: asyncio.Event | None = None
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="onerec-infer")
+        self.workers = workers
+        self._worker = ThreadPoolExecutor(workers, thread_name_prefix="onerec-infer")
+        self._free: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._arrived = asyncio.Event()
+        self._free = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -68,6 +82,8 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._running:  # batches already computing finish and answer their requests
+            await asyncio.gather(*self._running, return_exceptions=True)
         for job in self._pending:
             if not job.future.done():
                 job.future.set_exception(ServerBusyError("the server is shutting down"))
@@ -89,11 +105,11 @@ class Batcher:
         return await job.future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
+            await self._free.acquire()  # released when the batch's computation ends
             deadline = self._pending[0].arrived + self.max_wait
             while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self._arrived.clear()
@@ -105,19 +121,31 @@ class Batcher:
             self.metrics.queue_depth.set(len(self._pending))
             jobs = [j for j in jobs if not j.future.done()]  # the client went away
             if not jobs:
+                self._free.release()
                 continue
             model = self.store.current  # the batch boundary: one model for the whole batch
             self.metrics.batch_size.observe(len(jobs))
-            results = await loop.run_in_executor(
+            task = asyncio.get_running_loop().create_task(self._compute(model, jobs))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _compute(self, model: LoadedModel, jobs: list[_Job]) -> None:
+        """One batch on a worker thread; then each request gets its answer or its error."""
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
                 self._worker, run_batch, model, [j.request for j in jobs]
             )
-            for job, result in zip(jobs, results):
-                if job.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result((result, model.version))
+        except Exception as e:  # noqa: BLE001 - the executor itself failed: all see it
+            results = [e] * len(jobs)
+        finally:
+            self._free.release()
+        for job, result in zip(jobs, results):
+            if job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result((result, model.version))
 
 
 def run_batch(

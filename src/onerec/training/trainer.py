@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from onerec.data.ragged import Ragged
@@ -51,7 +50,7 @@ from onerec.exceptions import ConfigError, CorruptCheckpointError
 from onerec.generation.beam_search import rank_examples
 from onerec.model.onerec import OneRec
 from onerec.model.tokens import pad_features, pad_history
-from onerec.runs import check_shapes, read_safetensors, resolve_device
+from onerec.runs import check_shapes, read_safetensors, resolve_device, write_safetensors
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.plots import plot_metrics
 from onerec.training.run_folder import (
@@ -516,10 +515,8 @@ class Trainer:
         )
         tensors["trainer.best"] = torch.tensor([self.best], dtype=torch.float64)
         tensors["trainer.elapsed"] = torch.tensor([self.elapsed], dtype=torch.float64)
-        tmp = path.with_suffix(".tmp")
         metadata = checkpoint_metadata(self.sources, self.model.config.to_dict(), self.config)
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        tmp.rename(path)
+        write_safetensors(tensors, path, metadata)
 
     def _load(self, path: Path) -> None:
         tensors, _ = read_safetensors(path, self.device, hint=RESTART_HINT)
