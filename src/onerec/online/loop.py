@@ -57,6 +57,9 @@ from onerec.simulator import Simulator, SimulatorConfig
 from onerec.tokenizer.pipeline import load_tokenization
 
 _CASCADE, _RESPONSE = 22, 23
+OWN_FOLDERS = ("platform", "setup", "models", "days", "serve", "serve_logs", "sync", "log",
+               "sessions", "plots")
+OWN_FILES = ("config.json", "report.md", "report.json", "log.parquet", "timings.jsonl")
 
 
 @dataclass
@@ -385,11 +388,17 @@ def run_online(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the online test in ``out``; returns what ``report.json`` holds. A folder
-    holding a test of other settings is refused (:class:`OnlineConfigError`)."""
+    holding a test of other settings is refused (:class:`OnlineConfigError`); ``overwrite``
+    starts over (the test's own files in ``out`` are removed first)."""
     config = config or OnlineConfig()
     out = claim_output(out, "online", overwrite)
     saved = out / "config.json"
-    if saved.exists() and not overwrite:
+    if overwrite:  # start over: the test's own files go, nothing else
+        for name in OWN_FOLDERS:
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif saved.exists():
         previous = OnlineConfig.from_dict(json.loads(saved.read_text()))
         if previous != config:
             raise OnlineConfigError(
