@@ -130,8 +130,8 @@ def test_killed_mid_day_and_resumed_gives_the_same_report(
     for name in ("platform", "setup", "models"):
         shutil.copytree(done / name, out / name)
     shutil.copyfile(done / OWNER_FILE, out / OWNER_FILE)
-    for extra in (out / "models" / "onerec-ntp" / "day_002", out / "models" / "onerec-ipa" / "day_002"):
-        shutil.rmtree(extra)  # retraining is redone by this run
+    for arm in ("onerec-ntp", "onerec-ipa"):
+        shutil.rmtree(out / "models" / arm / "day_002")  # retraining is redone by this run
 
     def kill(day: int, chunk: int) -> None:
         if (day, chunk) == (2, 0):

@@ -131,7 +131,8 @@ SCALES: dict[str, OnlineConfig] = {
     "default": OnlineConfig(platform={"onerec_epochs": 2, "validation_users": 200}),
     # for tests: a minute on a CPU, every stage runs, nothing is meaningful
     "tiny": OnlineConfig(
-        platform_scale="tiny", days=2, arms=("cascade", "onerec-ntp", "onerec-ipa"), chunks_per_day=2, sessions_per_day=1.0, beam_size=8,
+        platform_scale="tiny", days=2, arms=("cascade", "onerec-ntp", "onerec-ipa"),
+        chunks_per_day=2, sessions_per_day=1.0, beam_size=8,
         history_items=20, concurrency=4, sync_requests=8, bootstrap=20,
         finetune={"epochs": 1, "lr": 3e-4, "warmup_steps": 0, "ema_decay": None,
                   "eval_users": 16, "batch_size": 128, "eval_beam": 10},

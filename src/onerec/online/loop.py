@@ -266,8 +266,10 @@ class OnlineTest:
                 "n_items": c.session_items, "beam_size": c.beam_size, "truncate": True,
                 "exclude": raw[list(exclude)].tolist()}  # fmt: skip
 
-    def serve_chunk(self, day: int, chunk: int, traffic: DayTraffic,
-                    servers: dict[str, ServerProcess], shown: dict[int, list[int]]) -> None:  # fmt: skip
+    def serve_chunk(
+        self, day: int, chunk: int, traffic: DayTraffic, servers: dict[str, ServerProcess],
+        shown: dict[int, list[int]],
+    ) -> None:  # fmt: skip
         """Serve, answer, grade and log one chunk of the day's sessions."""
         c, p = self.config, self.platform
         rows = traffic.chunk(chunk, c.chunks_per_day)
@@ -300,9 +302,9 @@ class OnlineTest:
                                           seed=_RESPONSE * 10**6 + day * 1000 + chunk)  # fmt: skip
         duration = p.sim.catalog.duration[sessions]
         name = logbook.chunk_name(day, chunk)
-        logbook.write_atomic(logbook.session_table(user, sessions, sid, when, arms,
-                                                   version.tolist(), fallback, truth, day,
-                                                   chunk), self.out / "sessions" / name)  # fmt: skip
+        graded = logbook.session_table(user, sessions, sid, when, arms, version.tolist(),
+                                       fallback, truth, day, chunk)  # fmt: skip
+        logbook.write_atomic(graded, self.out / "sessions" / name)
         exposures = logbook.exposure_table(p.users, p.items, user, sessions, sid,
                                            p.seconds_at(when), responses, duration, arms,
                                            version.tolist(), day)  # fmt: skip
@@ -332,8 +334,9 @@ class OnlineTest:
         started = time.perf_counter()
         self.prepare_day_one()
         done = {f.name for f in (self.out / "log").glob("*.parquet")}
-        first = next((d for d in range(1, c.days + 1) if any(
-            logbook.chunk_name(d, k) not in done for k in range(c.chunks_per_day))), None)  # fmt: skip
+        unfinished = (d for d in range(1, c.days + 1)
+                      if any(logbook.chunk_name(d, k) not in done for k in range(c.chunks_per_day)))
+        first = next(unfinished, None)
         if first is not None:
             for d in range(1, first):  # a run killed while retraining after a finished day
                 self.retrain_after(d)

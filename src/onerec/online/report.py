@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from onerec.online import logbook
 from onerec.online.config import CONTROL
@@ -31,8 +30,8 @@ if TYPE_CHECKING:
     from onerec.online.loop import OnlineTest
 
 TIMING_SECTION = "## Run facts that depend on timing"
-PAPER = ("The paper (OneRec, arXiv 2502.18965, Kuaishou) served 1% of its traffic with OneRec beside "
-         "the production cascade and measured total watch time +0.57% (OneRec-0.1B), +1.21% "
+PAPER = ("The paper (OneRec, arXiv 2502.18965, Kuaishou) served 1% of its traffic with OneRec "
+         "beside the production cascade and measured total watch time +0.57% (OneRec-0.1B), +1.21% "
          "(OneRec-1B) and +1.68% (OneRec-1B with IPA). Those are real users on a platform of "
          "hundreds of millions of videos, against a cascade tuned for years. Here the users, "
          "the catalog and the cascade are a small simulation, and the cascade is the "
@@ -49,8 +48,9 @@ def _ci(r: dict[str, float], fmt: str = "{:.1f}") -> str:
 
 
 def _diff(d: dict[str, float]) -> str:
+    pct = [100 * d[k] for k in ("rel", "rel_lo", "rel_hi")]
     return (f"{d['diff']:+.1f} s [{d['lo']:+.1f}, {d['hi']:+.1f}]; "
-            f"{100 * d['rel']:+.2f}% [{100 * d['rel_lo']:+.2f}, {100 * d['rel_hi']:+.2f}]")  # fmt: skip
+            f"{pct[0]:+.2f}% [{pct[1]:+.2f}, {pct[2]:+.2f}]")  # fmt: skip
 
 
 def _fmt(metric: str) -> str:
@@ -130,13 +130,14 @@ def markdown(test: "OnlineTest", summary: dict[str, Any], versions: list[dict[st
               "match: weight of the shown video's tag in the user's interests at that moment. "
               "User drift: mean L1 distance of users' interest weights from the end of the log "
               "(the same for every arm).", "",
-              "| day | arm | coverage | Gini | cold share | interest match |", "|---|---|---|---|---|---|"]  # fmt: skip
+              "| day | arm | coverage | Gini | cold share | interest match |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
     for d in summary["days"]:
         for a in arms:
             r = summary["daily"][a].get(d)
             if r:
-                lines.append(f"| {d} | {a} | " + " | ".join(_ci(r[m], "{:.3f}")
-                                                           for m in FEED_METRICS) + " |")  # fmt: skip
+                cells = " | ".join(_ci(r[m], "{:.3f}") for m in FEED_METRICS)
+                lines.append(f"| {d} | {a} | {cells} |")
     lines += ["", "| day | user drift |", "|---|---|"]
     lines += [f"| {d} | {v:.3f} |" for d, v in drift.items()]
     first_last = {a: (summary["daily"][a].get(summary["days"][0]),
