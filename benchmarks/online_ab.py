@@ -14,12 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import time
 from pathlib import Path
 
 from onerec.online import OnlineConfig, run_online
 from onerec.runinfo import environment, peak_rss_bytes
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) of this process and of its finished children (the servers):
+    on a shared machine, what the test cost beside how long it took."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"self": own.ru_utime + own.ru_stime,
+            "servers": children.ru_utime + children.ru_stime}  # fmt: skip
 
 
 def main() -> None:
@@ -44,7 +54,7 @@ def main() -> None:
                    + ("" if args.days is None else f" --days {args.days}"),
         **environment(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "wall_seconds": wall, "peak_rss_bytes": peak_rss_bytes(),
+        "wall_seconds": wall, "cpu_seconds": _cpu_seconds(), "peak_rss_bytes": peak_rss_bytes(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "report": report,
     }  # fmt: skip

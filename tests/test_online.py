@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from onerec.online import Hooks, OnlineConfig, arm_of, assign_arms, run_online
 from onerec.online.logbook import RESPONSES
 from onerec.online.report import TIMING_SECTION
 from onerec.runs import OWNER_FILE
+from test_benchmark_scripts import load_script
 
 
 class Killed(Exception):
@@ -154,3 +156,20 @@ def test_killed_mid_day_and_resumed_gives_the_same_report(
     # a test of other settings is refused, not mixed into this one
     with pytest.raises(OnlineConfigError, match="other settings"):
         run_online(out, OnlineConfig.scale("tiny", seed=1))
+
+
+def test_benchmark_records_the_run(tiny: tuple[Path, dict], tmp_path: Path, monkeypatch) -> None:
+    done, report = tiny
+    script = load_script("online_ab")
+    results = tmp_path / "results"
+    # a finished run called again only writes its report: the benchmark records it
+    monkeypatch.setattr(sys, "argv", ["online_ab.py", "--scale", "tiny", "--run-dir", str(done),
+                                      "--out", str(results)])  # fmt: skip
+    script.main()
+    record = json.loads((results / "online_ab_tiny.json").read_text())
+    assert record["commit"] and record["machine"]["cpu_count"] >= 1
+    assert record["wall_seconds"] > 0 and len(record["load_average_before"]) == 3
+    assert record["report"]["summary"] == json.loads(json.dumps(report["summary"]))
+    assert (results / "online_ab_tiny.md").read_text() == (done / "report.md").read_text()
+    assert sorted(p.name for p in results.glob("*.png")) == sorted(
+        f"online_ab_tiny_{p}" for p in report["plots"])
