@@ -73,8 +73,8 @@ def verdict(summary: dict[str, Any], arm: str = "onerec-ipa") -> str:
 
 
 def markdown(test: "OnlineTest", summary: dict[str, Any], versions: list[dict[str, Any]],
-             syncs: list[dict[str, Any]], drift: dict[int, float],
-             counts: dict[str, int]) -> str:  # fmt: skip
+             syncs: list[dict[str, Any]], drift: dict[int, float], counts: dict[str, int],
+             alignment: list[dict[str, Any]]) -> str:  # fmt: skip
     c, p = test.config, test.platform
     q = c.quickstart()
     arms = c.arms
@@ -115,6 +115,14 @@ def markdown(test: "OnlineTest", summary: dict[str, Any], versions: list[dict[st
         if a in arms and b in arms:
             d = difference(summary["overall"][a]["watch_time"], summary["overall"][b]["watch_time"])
             lines.append(f"| {label} | {a} - {b} | {_diff(d)} |")
+    if alignment:
+        lines += ["", "IPA iterations of the `onerec-ipa` arm (RM: reward model; its held-out swt "
+                  "Spearman beside the per-item-average baseline's):", "",
+                  "| when | pairs | RM reward chosen | RM reward rejected | RM swt Spearman | "
+                  "baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['when']} | {r['pairs']} | {r['chosen']:.3f} | {r['rejected']:.3f} | "
+                  f"{r['rm_swt_spearman']:.3f} | {r['item_average_swt_spearman']:.3f} |"
+                  for r in alignment]  # fmt: skip
     lines += ["", "## Per day", "", "Watch time per user (s) of the users who came that day:", "",
               "| day | " + " | ".join(arms) + " | onerec-ipa vs cascade |",
               "|---" * (len(arms) + 2) + "|"]  # fmt: skip
@@ -168,6 +176,27 @@ def markdown(test: "OnlineTest", summary: dict[str, Any], versions: list[dict[st
     return "\n".join(lines)
 
 
+def alignment_records(out: Path) -> list[dict[str, Any]]:
+    """Each IPA iteration of the test (before day 1, then after each day): its pairs, the RM's
+    mean reward of chosen and rejected sessions, and the RM's held-out swt Spearman beside the
+    per-item-average baseline's."""
+    folders = [("before day 1", out / "setup")] + [
+        (f"after day {int(f.parent.name[4:])}", f)
+        for f in sorted(out.glob("days/day_*/onerec-ipa"))]  # fmt: skip
+    records = []
+    for when, folder in folders:
+        state, rm = folder / "ipa" / "state.json", folder / "reward_model" / "evaluation.json"
+        if not (state.exists() and rm.exists()):
+            continue
+        it = json.loads(state.read_text())["iterations"][-1]
+        ev = json.loads(rm.read_text())
+        records.append({"when": when, "pairs": it["pairs"],
+                        "chosen": it["mean_chosen_reward"], "rejected": it["mean_rejected_reward"],
+                        "rm_swt_spearman": ev["reward_model"]["swt_spearman"],
+                        "item_average_swt_spearman": ev["item_average"]["swt_spearman"]})  # fmt: skip
+    return records
+
+
 def plot(summary: dict[str, Any], arms: tuple[str, ...], folder: Path) -> list[str]:
     """One PNG per metric: each arm's daily value and its 95% band."""
     import matplotlib
@@ -216,7 +245,7 @@ def write_report(test: "OnlineTest") -> dict[str, Any]:
         raise RuntimeError("no session was logged")
     exposures = logbook.combine(out / "log", out / "log.parquet")
     cold = cold_items(p.dataset.log.item, p.sim.num_items)
-    summary = summarize(p.sim, sessions, c.arms, CONTROL, cold, c.bootstrap, c.seed)
+    summary = summarize(p.sim, sessions, c.arms, CONTROL, cold)
     end_of_log = day_span(p.sim, 1)[0]
     drift = {d: user_drift(p.sim, end_of_log, float(np.mean(day_span(p.sim, d))))
              for d in summary["days"]}  # fmt: skip
@@ -230,12 +259,14 @@ def write_report(test: "OnlineTest") -> dict[str, Any]:
               "fallback": int(sessions.column("fallback").to_numpy().sum()),
               "no_history": int((version == "no-history").sum()),
               "failed": int(np.char.startswith(version.astype(str), "failed").sum())}  # fmt: skip
-    text = markdown(test, summary, versions, syncs, drift, counts)
+    alignment = alignment_records(out)
+    text = markdown(test, summary, versions, syncs, drift, counts, alignment)
     (out / "report.md").write_text(text)
     plots = plot(summary, c.arms, out / "plots")
     result = _jsonable({
         "config": c.to_dict(), "summary": summary, "verdict": verdict(summary),
         "drift": drift, "versions": versions, "sync": syncs, "counts": counts,
+        "alignment": alignment,
         "reloads": {"swapped": sum(s["outcome"] == "swapped" for s in syncs),
                     "requests_during_reloads": sum(s["requests"] for s in syncs),
                     "failed_during_reloads": sum(s["failed"] for s in syncs)},
