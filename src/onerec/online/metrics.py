@@ -77,7 +77,9 @@ def interest_weight(sim: Simulator, user: np.ndarray, item: np.ndarray,
     return (weights * (tags == sim.catalog.main_tag[item][:, None])).sum(1)
 
 
-def feed_metrics(sim: Simulator, sessions: pa.Table, cold: np.ndarray) -> dict[str, dict[str, float]]:
+def feed_metrics(
+    sim: Simulator, sessions: pa.Table, cold: np.ndarray
+) -> dict[str, dict[str, float]]:
     """Coverage, Gini, cold share and interest match of an arm-day's sessions, each with a
     jackknife interval over its users (leave one user out: coverage and Gini are not means over
     users, and a bootstrap's resamples, repeating users, show fewer distinct videos, so its

@@ -190,10 +190,12 @@ def alignment_records(out: Path) -> list[dict[str, Any]]:
             continue
         it = json.loads(state.read_text())["iterations"][-1]
         ev = json.loads(rm.read_text())
-        records.append({"when": when, "pairs": it["pairs"],
-                        "chosen": it["mean_chosen_reward"], "rejected": it["mean_rejected_reward"],
-                        "rm_swt_spearman": ev["reward_model"]["swt_spearman"],
-                        "item_average_swt_spearman": ev["item_average"]["swt_spearman"]})  # fmt: skip
+        records.append({
+            "when": when, "pairs": it["pairs"],
+            "chosen": it["mean_chosen_reward"], "rejected": it["mean_rejected_reward"],
+            "rm_swt_spearman": ev["reward_model"]["swt_spearman"],
+            "item_average_swt_spearman": ev["item_average"]["swt_spearman"],
+        })  # fmt: skip
     return records
 
 
