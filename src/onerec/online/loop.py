@@ -298,8 +298,7 @@ class OnlineTest:
                     version[i], fallback[i] = f"failed:{answer.status}", True
         arms = [c.arms[a] for a in arm]
         truth = p.sim.oracle(user, sessions, when)
-        responses = p.sim.sample_response(user, sessions, when,
-                                          seed=_RESPONSE * 10**6 + day * 1000 + chunk)  # fmt: skip
+        responses = self.respond(user, sessions, when, arm, day, chunk)
         duration = p.sim.catalog.duration[sessions]
         name = logbook.chunk_name(day, chunk)
         graded = logbook.session_table(user, sessions, sid, when, arms, version.tolist(),
@@ -310,6 +309,23 @@ class OnlineTest:
                                            version.tolist(), day)  # fmt: skip
         logbook.write_atomic(exposures, self.out / "log" / name)
         self.apply(exposures, shown)
+
+    def respond(self, user: np.ndarray, sessions: np.ndarray, when: np.ndarray, arm: np.ndarray,
+                day: int, chunk: int) -> dict[str, np.ndarray]:  # fmt: skip
+        """The simulator's sampled responses, drawn per arm from the arm's own stream: the
+        sampler's draws depend on every session drawn with them, so one stream for all arms
+        would let a change in one arm move the others' responses."""
+        out: dict[str, np.ndarray] = {}
+        for k in range(len(self.config.arms)):
+            rows = np.flatnonzero(arm == k)
+            if len(rows) == 0:
+                continue
+            seed = ((_RESPONSE * 100 + day) * 1000 + chunk) * 100 + k
+            drawn = self.platform.sim.sample_response(user[rows], sessions[rows], when[rows],
+                                                      seed=seed)  # fmt: skip
+            for name, values in drawn.items():
+                out.setdefault(name, np.zeros(sessions.shape, dtype=values.dtype))[rows] = values
+        return out
 
     def apply(self, exposures: pa.Table, shown: dict[int, list[int]] | None) -> None:
         """Grow the users' watched histories (and the day's shown videos) by logged rows."""
