@@ -34,6 +34,7 @@ import secrets
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -280,17 +281,24 @@ class OnlineTest:
         sessions = p.sim.policy.fill(user, when, rng)[:, :m]  # the cascade's, for every row
         version = np.array([CONTROL] * len(rows), dtype=object)
         fallback = np.zeros(len(rows), dtype=bool)
+        sendable: dict[str, list[int]] = {}
+        requests: dict[str, list[dict[str, Any]]] = {}
         for k, name in enumerate(c.arms):
             if name == CONTROL:
                 continue
             mine = np.flatnonzero(arm == k)
             bodies = [self.body(int(user[i]), shown.get(int(user[i]), ())) for i in mine]
-            sendable = [i for i, b in zip(mine, bodies) if b is not None]
-            answers = recommend_many(servers[name].url, [b for b in bodies if b is not None],
-                                     c.concurrency)  # fmt: skip
-            for i in set(mine) - set(sendable):  # nothing watched yet: the cascade's session
+            sendable[name] = [int(i) for i, b in zip(mine, bodies) if b is not None]
+            requests[name] = [b for b in bodies if b is not None]
+            for i in set(mine.tolist()) - set(sendable[name]):  # nothing watched: the cascade's
                 version[i], fallback[i] = "no-history", True
-            for i, answer in zip(sendable, answers):
+        # the arms' servers work side by side; each gets its requests c.concurrency at a time
+        with ThreadPoolExecutor(max(1, len(requests))) as pool:
+            answered = dict(zip(requests, pool.map(
+                lambda name: recommend_many(servers[name].url, requests[name], c.concurrency),
+                requests)))  # fmt: skip
+        for name, answers in answered.items():
+            for i, answer in zip(sendable[name], answers):
                 if answer.ok:
                     sessions[i] = p.items.index(answer.body["items"])
                     version[i] = answer.body["version"]
