@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from onerec.cli import main
 from onerec.data.readers import ColumnMapping, read_dataset
 from onerec.exceptions import OnlineConfigError
 from onerec.online import Hooks, OnlineConfig, arm_of, assign_arms, run_online
@@ -173,3 +174,14 @@ def test_benchmark_records_the_run(tiny: tuple[Path, dict], tmp_path: Path, monk
     assert (results / "online_ab_tiny.md").read_text() == (done / "report.md").read_text()
     assert sorted(p.name for p in results.glob("*.png")) == sorted(
         f"online_ab_tiny_{p}" for p in report["plots"])
+
+
+def test_cli_is_the_api(tiny: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    done, report = tiny
+    # a finished test called again writes the same report; other settings are a named error
+    assert main(["online", "--scale", "tiny", "--out", str(done)]) == 0
+    assert report["verdict"] in capsys.readouterr().out
+    assert json.loads((done / "report.json").read_text())["summary"] == json.loads(
+        json.dumps(report["summary"]))
+    assert main(["online", "--scale", "tiny", "--seed", "3", "--out", str(done)]) == 2
+    assert "OnlineConfigError" in capsys.readouterr().err
