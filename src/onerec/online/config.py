@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from onerec.exceptions import ConfigError, OnlineConfigError
+from onerec.exceptions import OnlineConfigError
 from onerec.quickstart import QuickstartConfig
 
 # every arm this module knows; control is the simulator's logging policy (the cascade)
@@ -126,7 +126,7 @@ class OnlineConfig:
     @classmethod
     def scale(cls, name: str, seed: int = 0, **overrides: Any) -> "OnlineConfig":
         if name not in SCALES:
-            raise ConfigError(f"unknown online scale {name!r}; choose one of {sorted(SCALES)}")
+            raise OnlineConfigError(f"unknown online scale {name!r}; choose one of {sorted(SCALES)}")
         return replace(SCALES[name], seed=seed, **overrides)
 
 
