@@ -126,7 +126,9 @@ class OnlineConfig:
     @classmethod
     def scale(cls, name: str, seed: int = 0, **overrides: Any) -> "OnlineConfig":
         if name not in SCALES:
-            raise OnlineConfigError(f"unknown online scale {name!r}; choose one of {sorted(SCALES)}")
+            raise OnlineConfigError(
+                f"unknown online scale {name!r}; choose one of {sorted(SCALES)}"
+            )
         return replace(SCALES[name], seed=seed, **overrides)
 
 
