@@ -312,6 +312,27 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_online(args: argparse.Namespace) -> int:
+    from onerec.online import OnlineConfig, run_online
+
+    overrides = {} if args.days is None else {"days": args.days}
+    config = OnlineConfig.scale(args.scale, args.seed, **overrides)
+    run_online(Path(args.out), config, overwrite=args.overwrite)
+    return 0
+
+
+def _add_online_parser(sub) -> None:
+    on = sub.add_parser("online", help="a simulated multi-day A/B test of OneRec against the "
+                        "cascade, served by `onerec serve`, retrained and realigned every day")
+    on.add_argument("--out", default="runs/online", help="run folder (resumed when it holds one)")
+    _add_overwrite(on)
+    on.add_argument("--seed", type=int, default=0)
+    on.add_argument("--scale", choices=["default", "tiny"], default="default",
+                    help="default: at most 30 minutes on one core; tiny: about a minute")
+    on.add_argument("--days", type=int, default=None, help="simulated days (default: the scale's)")
+    on.set_defaults(func=cmd_online)
+
+
 # --- alignment: `onerec reward train` and `onerec align` ----------------------------------------
 def cmd_reward_train(args: argparse.Namespace) -> int:
     from onerec.alignment import (RewardTrainConfig, catalog_fingerprint, logged_sessions,
@@ -632,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.set_defaults(func=cmd_quickstart)
     _add_alignment_commands(sub)
     _add_serve_parser(sub)
+    _add_online_parser(sub)
     return parser
 
 

@@ -313,3 +313,12 @@ class AdminAuthError(ServingError):
 class ReloadRefusedError(ServingError):
     """A checkpoint in the run folder cannot be served (half-written, corrupt, not finite, or
     not fitting its semantic IDs): it is refused and the loaded model keeps serving (HTTP 409)."""
+
+
+class OnlineError(OneRecError):
+    """The simulated online test (``onerec online``) cannot go on: a server failed, or its run
+    folder holds another test."""
+
+
+class OnlineConfigError(OnlineError, ConfigError):
+    """A setting of the online test is out of range or unknown."""

@@ -73,7 +73,7 @@ from onerec.data.splits import Split, leave_one_out
 from onerec.exceptions import ConfigError
 from onerec.generation import beam_search_sessions
 from onerec.runs import claim_output
-from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
+from onerec.simulator import CatalogConfig, PolicyConfig, Simulator, SimulatorConfig, UserConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
 from onerec.training import TrainConfig
 from onerec.training.pipeline import TrainedRun, train_on_dataset
@@ -234,16 +234,22 @@ def run(
 
 
 # the stages ------------------------------------------------------------------------------------
-def simulate(cfg: QuickstartConfig, out: Path) -> tuple[Simulator, Dataset]:
+def simulate(
+    cfg: QuickstartConfig, out: Path, online_days: float = 0.0
+) -> tuple[Simulator, Dataset]:
     """The simulated platform and its logged exposures (saved as ``simulator.json`` and
-    ``dataset/``)."""
+    ``dataset/``). ``online_days`` > 0 extends the platform's timeline by that many days after
+    the log (``onerec online`` serves them): the log keeps its 30 days, users drift over all."""
+    policy = PolicyConfig()
+    period = policy.period_days + online_days
     sim = Simulator(SimulatorConfig(
         catalog=CatalogConfig(num_items=cfg.num_items),
         users=UserConfig(num_users=cfg.num_users, mean_sessions=cfg.mean_sessions),
+        policy=replace(policy, period_days=period),
         seed=cfg.seed,
     ))  # fmt: skip
     sim.config.save(out / "simulator.json")
-    dataset = sim.generate_log(quality_report=False)
+    dataset = sim.generate_log(quality_report=False, until=policy.period_days / period)
     dataset.save(out / "dataset")
     log = dataset.log
     print(f"  {sim.num_users:,} users, {sim.num_items:,} videos, {len(log):,} exposures in "

@@ -122,6 +122,7 @@ class Simulator:
         mean_sessions: float | None = None,
         seed: int | None = None,
         quality_report: bool = True,
+        until: float = 1.0,
     ) -> Dataset:
         """A logged period: the logging policy's sessions with every sampled signal.
 
@@ -129,15 +130,20 @@ class Simulator:
         ``follow``, ``share``, ``skip`` (0/1) and ``position`` in the session. ``seed`` (default:
         the config's) changes the sessions and responses, not the platform. With
         ``quality_report`` the paper's session filter runs once and its counts go into
-        ``meta["quality_filter"]``.
+        ``meta["quality_filter"]``. ``until`` in (0, 1]: the log covers times [0, until) only,
+        leaving the rest of the timeline (users keep drifting) to an online test after it.
         """
         c = self.config
         mean_sessions = c.users.mean_sessions if mean_sessions is None else mean_sessions
         if not mean_sessions >= 1:
             raise ConfigError(f"mean_sessions must be >= 1, got {mean_sessions}")
+        if not 0 < until <= 1:
+            raise ConfigError(f"until must be in (0, 1] (the end of the log's time span), got {until}")
         seed = c.seed if seed is None else seed
         rng = np.random.default_rng([seed, _PLAN])
         session_user, session_time = self.policy.plan(mean_sessions, rng)
+        if until < 1:  # a product with 1.0 would leave the times as they are anyway
+            session_time = session_time * until
 
         parts: list[dict[str, np.ndarray]] = []
         for i, start in enumerate(range(0, len(session_user), CHUNK_SESSIONS)):
