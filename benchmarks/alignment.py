@@ -418,6 +418,8 @@ def write_platforms(folder: Path, out: Path) -> None:
 
 
 OBJECTIVE_ROWS = ("ntp", "popularity", "sasrec-ce", "true-top", "random")
+# the IPA setting every weighting is run with (one iteration each; the ipa-1 row of longer runs)
+OBJECTIVE_SETTING = {"r_dpo": 0.2, "strategy": "best_worst", "dpo_weight": 0.1, "ntp_weight": 1.0}
 
 
 def write_objectives(out: Path) -> None:
@@ -429,9 +431,9 @@ def write_objectives(out: Path) -> None:
     for path in sorted(out.glob("alignment*.json")):
         r = json.loads(path.read_text())
         a = r["align_config"]
-        if (r.get("rm_variant") != "v2" or r.get("pair_reward", "rm") != "rm" or a["r_dpo"] != 0.2
-                or a["strategy"] != "best_worst" or a["dpo_weight"] != 0.1
-                or a["ntp_weight"] != 1.0 or "ipa-1" not in r["table"]):  # fmt: skip
+        if (r.get("rm_variant") != "v2" or r.get("pair_reward", "rm") != "rm"
+                or any(a[k] != v for k, v in OBJECTIVE_SETTING.items())
+                or "ipa-1" not in r["table"]):  # fmt: skip
             continue
         weights = r.get("rm_weights") or "1,1,1,1"
         points[f"IPA, weights {weights}"] = {"run": path.name, **r["table"]["ipa-1"]}

@@ -59,6 +59,15 @@ def test_alignment_benchmark_runs_at_tiny_scale(tmp_path: Path, monkeypatch) -> 
     summary = (out / "alignment_summary.md").read_text()
     assert "| _oracle | ipa-1 | oracle |" in summary and "ntp-continued-1" in summary
     assert "| (first) | sasrec-ce |" in summary
+    # the multi-objective table and plot: the RM-v2 runs at the objectives' setting, with the
+    # NTP model and the reference rows as points (the oracle- and v1-paired runs left out)
+    monkeypatch.setattr(script, "OBJECTIVE_SETTING", {"r_dpo": 0.3, "dpo_weight": 0.1})
+    monkeypatch.setattr(sys, "argv", ["alignment.py", "--summarize-objectives", "--out", str(out)])
+    script.main()
+    points = json.loads((out / "alignment_objectives.json").read_text())["points"]
+    assert set(points) == {"IPA, weights 1,1,1,1", "ntp"} | references
+    assert points["ntp"]["oracle_swt_mean"] == result["table"]["ntp"]["oracle_swt_mean"]
+    assert (out / "alignment_objectives.png").stat().st_size > 10_000
 
 
 def test_alignment_benchmark_on_another_platform_and_its_table(tmp_path: Path, monkeypatch) -> None:
