@@ -234,7 +234,8 @@ def main() -> None:
         "rm_weights": args.rm_weights, "rm_variant": args.rm, "eval_users": len(users),
         "simulator": cfg.platform().to_dict(),
         "sessions_per_user": args.sessions_per_user, "reward_model": rm_run.evaluation,
-        "ipa": aligned.state, "table": table, "best_of_n": rerank, "seconds": seconds,
+        "ipa": aligned.state, "table": table, "best_of_n": rerank,
+        "best_of_n_size": args.best_of_n, "seconds": seconds,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"alignment{args.tag}"
@@ -321,6 +322,8 @@ def summarize(folder: Path) -> str:
                 setting = ("-" if variant == "v1" else f"- (graded by RM {variant})") + " | - | -"
             elif model.startswith("ntp-continued"):
                 setting = f"- | - | 0 / {a['ntp_weight']}"
+            elif model in REFERENCE_ROWS:
+                setting = "- (reference, sampled as in the quickstart) | - | -"
             lines.append(
                 f"| {path.stem[len('alignment'):] or '(first)'} | {model} | {setting} "
                 f"| {_change(row, 'oracle_swt_mean', '{:.1f}')} "
@@ -329,6 +332,16 @@ def summarize(folder: Path) -> str:
                 f"| {_change(row, 'rm_reward_mean', '{:.3f}')} | {row['rank_correlation']['reward']:.2f} "
                 f"| {_recall(row)} | {per_iteration} |"
             )  # fmt: skip
+        for name, values in r.get("best_of_n", {}).items():  # one session per user, no pairing
+            by_what = {"top_beam": "NTP top beam of N",
+                       "rm_best_of_n": f"best of N by RM {variant}",
+                       "oracle_best_of_n": "best of N by the oracle (ceiling)"}[name]  # fmt: skip
+            n = r.get("best_of_n_size", 128)  # runs before it was recorded: the default
+            lines.append(
+                f"| {path.stem[len('alignment'):] or '(first)'} | {by_what}, N = {n} | - | - | - "
+                f"| {values['swt']:.1f} | {values['vtr']:.4f} | {values['ltr']:.4f} "
+                f"| {values['wtr']:.5f} | {values['reward']:.3f} | - | - | - | - |"
+            )  # fmt: skip
     return (
         "# Alignment runs on the quickstart platform (default scale), one table\n\n"
         "Every aligned model against the same NTP model on the same 200 held-out users (8 beams "
@@ -336,7 +349,10 @@ def summarize(folder: Path) -> str:
         "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
         "the DPO term (the control). RM reward and the RM~oracle correlation are by the run's "
         "reward model: `rm v2` (rate features, `--rm v2`) or, unmarked, the first RM (`--rm v1`); "
-        "the NTP model is listed once per RM. Written by "
+        "the NTP model is listed once per RM. Reference rows (popularity, SASRec, true tastes, "
+        "random; `--baselines`) are sampled and graded as in the quickstart. Best-of-N rows: "
+        "one session per user picked among the NTP model's N beams (no paired difference). "
+        "Written by "
         "`python benchmarks/alignment.py --summarize`.\n\n"
         + "\n".join(lines) + "\n"
     )
@@ -417,7 +433,8 @@ def write_platforms(folder: Path, out: Path) -> None:
     )
 
 
-OBJECTIVE_ROWS = ("ntp", "popularity", "sasrec-ce", "true-top", "random")
+REFERENCE_ROWS = ("popularity", "sasrec-ce", "true-top", "random")
+OBJECTIVE_ROWS = ("ntp", *REFERENCE_ROWS)
 # the IPA setting every weighting is run with (one iteration each; the ipa-1 row of longer runs)
 OBJECTIVE_SETTING = {"r_dpo": 0.2, "strategy": "best_worst", "dpo_weight": 0.1, "ntp_weight": 1.0}
 
