@@ -300,7 +300,7 @@ def summarize(folder: Path) -> str:
             "| Recall@10 | IPA s/iteration |")
     lines = [head, "|---" * 14 + "|"]
 
-    graded_by: set[str] = set()  # the RM variants whose NTP row is listed
+    graded_by: set[tuple] = set()  # the (RM variant, seed) pairs whose NTP row is listed
     for path in sorted(folder.glob("alignment*.json")):
         r = json.loads(path.read_text())
         a = r["align_config"]
@@ -314,9 +314,10 @@ def summarize(folder: Path) -> str:
         by += "" if a["strategy"] == "best_worst" else f", {a['strategy']} K={a['negatives']}"
         for model, row in r["table"].items():
             if model == "ntp":
-                if variant in graded_by:
-                    continue  # the same NTP model in every run: listed once per reward model
-                graded_by.add(variant)
+                key = (variant, r["config"]["seed"])
+                if key in graded_by:
+                    continue  # the same NTP model in every run of a seed: listed once per RM
+                graded_by.add(key)
             setting = f"{by} | {a['r_dpo']} | {a['dpo_weight']} / {a['ntp_weight']}"
             if model == "ntp":
                 setting = ("-" if variant == "v1" else f"- (graded by RM {variant})") + " | - | -"
@@ -349,7 +350,8 @@ def summarize(folder: Path) -> str:
         "standard errors. `ntp-continued-t`: the NTP model trained for the same steps without "
         "the DPO term (the control). RM reward and the RM~oracle correlation are by the run's "
         "reward model: `rm v2` (rate features, `--rm v2`) or, unmarked, the first RM (`--rm v1`); "
-        "the NTP model is listed once per RM. Reference rows (popularity, SASRec, true tastes, "
+        "the NTP model is listed once per RM (and seed: `--seed 1` is another platform, NTP model "
+        "and RM). Reference rows (popularity, SASRec, true tastes, "
         "random; `--baselines`) are sampled and graded as in the quickstart. Best-of-N rows: "
         "one session per user picked among the NTP model's N beams (no paired difference). "
         "Written by "
