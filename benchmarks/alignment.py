@@ -292,6 +292,13 @@ def best_of_n(sim, rm, model, ids, users, history, n, m) -> dict[str, dict[str, 
     return out
 
 
+def alignment_runs(folder: Path) -> list[tuple[Path, dict]]:
+    """Every run's JSON in ``folder`` (``alignment<tag>.json``), by name; the summaries written
+    beside them (platforms, objectives) are left out."""
+    runs = [(p, json.loads(p.read_text())) for p in sorted(folder.glob("alignment*.json"))]
+    return [(p, r) for p, r in runs if r.get("benchmark") == "alignment"]
+
+
 def summarize(folder: Path) -> str:
     """One table over every run in ``folder``: each aligned model against its run's NTP model,
     by the oracle (mean per user, paired difference and standard error) and by the RM."""
@@ -301,8 +308,7 @@ def summarize(folder: Path) -> str:
     lines = [head, "|---" * 14 + "|"]
 
     graded_by: set[tuple] = set()  # the (RM variant, seed) pairs whose NTP row is listed
-    for path in sorted(folder.glob("alignment*.json")):
-        r = json.loads(path.read_text())
+    for path, r in alignment_runs(folder):
         a = r["align_config"]
         seconds = [it["seconds_this_call"] for it in r["ipa"]["iterations"]
                    if it["seconds_this_call"] > 1]  # fmt: skip
@@ -388,8 +394,7 @@ def write_platforms(folder: Path, out: Path) -> None:
     """``alignment_platforms.{md,json}``: per platform (one run in ``folder`` each), the NTP
     model and every IPA iteration by the oracle, paired against the NTP model."""
     rows = []
-    for path in sorted(folder.glob("alignment*.json")):
-        r = json.loads(path.read_text())
+    for path, r in alignment_runs(folder):
         sim = r["simulator"]
         default = SimulatorConfig().to_dict()
         changed = _changed_fields(sim, default) or ["(default platform)"]
@@ -447,8 +452,7 @@ def write_objectives(out: Path) -> None:
     setting), with the NTP model and the reference rows as points: oracle swt against ltr and
     wtr."""
     points: dict[str, dict] = {}
-    for path in sorted(out.glob("alignment*.json")):
-        r = json.loads(path.read_text())
+    for path, r in alignment_runs(out):
         a = r["align_config"]
         if (r.get("rm_variant") != "v2" or r.get("pair_reward", "rm") != "rm"
                 or any(a[k] != v for k, v in OBJECTIVE_SETTING.items())
@@ -459,13 +463,15 @@ def write_objectives(out: Path) -> None:
         for name in OBJECTIVE_ROWS:
             if name in r["table"] and name not in points:
                 points[name] = {"run": path.name, **r["table"][name]}
+    aligned = sorted((k for k in points if k.startswith("IPA")),
+                     key=lambda k: [-float(w) for w in k.split()[-1].split(",")])  # fmt: skip
+    points = {k: points[k] for k in ["ntp", *aligned, *REFERENCE_ROWS] if k in points}
     keys = ("swt", "vtr", "wtr", "ltr", "reward")
     lines = ["| model (RM weights swt,vtr,wtr,ltr) | " + " | ".join(f"oracle {k}" for k in keys)
              + " | RM~oracle (reward) | Recall@10 | run |", "|---" * 9 + "|"]  # fmt: skip
     for name, row in points.items():
-        cells = [_change(row, f"oracle_{k}_mean",
-                         "{:.1f}" if k == "swt" else "{:.3f}" if k == "reward" else "{:.4f}")
-                 for k in keys]  # fmt: skip
+        formats = {"swt": "{:.1f}", "reward": "{:.3f}", "wtr": "{:.5f}"}
+        cells = [_change(row, f"oracle_{k}_mean", formats.get(k, "{:.4f}")) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {row['rank_correlation']['reward']:.2f} | {_recall(row)} "
                      f"| {row['run']} |")  # fmt: skip
