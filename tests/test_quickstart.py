@@ -121,6 +121,10 @@ def test_bad_settings_are_named() -> None:
         QuickstartConfig(reward_settings="v9")
     with pytest.raises(ConfigError, match="ipa_iterations"):
         QuickstartConfig(ipa_iterations=-1)
+    with pytest.raises(ConfigError, match="r_dpo .* must be in \\(0, 1\\], got 1.5"):
+        QuickstartConfig(ipa_r_dpo=1.5)
+    with pytest.raises(ConfigError, match="n_sessions"):
+        QuickstartConfig(ipa_n_sessions=1)
 
 
 def test_next_item_targets_train_a_model_that_still_generates_sessions(tmp_path: Path) -> None:

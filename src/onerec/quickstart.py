@@ -179,6 +179,9 @@ class QuickstartConfig:
                 f"QuickstartConfig.ipa_iterations must be >= 0 (0: no alignment) and "
                 f"reward_epochs >= 1 or None, got {self.ipa_iterations} and {self.reward_epochs}"
             )
+        if self.ipa_iterations:
+            # r_DPO and N checked now, not after OneRec's training
+            AlignConfig(r_dpo=self.ipa_r_dpo, n_sessions=self.ipa_n_sessions)
         if self.candidates < self.session_items:
             raise ConfigError(
                 f"candidates ({self.candidates}) must be >= session_items ({self.session_items})"
