@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="default", help="quickstart scale (default or tiny)")
     args = parser.parse_args()
-    base = QuickstartConfig.scale(args.scale, args.seed)
+    # next-token targets only: alignment (benchmarks/alignment.py) would add a row to both arms
+    base = replace(QuickstartConfig.scale(args.scale, args.seed), ipa_iterations=0)
     arms = {"m5": replace(base, onerec_train_items=base.session_items),
             "m1": replace(base, onerec_train_items=1)}  # fmt: skip
     summaries = {name: run(args.runs / name, config=cfg) for name, cfg in arms.items()}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from onerec.data.schema import Dataset
-from onerec.exceptions import ConfigError, SimulatorError
+from onerec.exceptions import ConfigError, SimulatorConfigError, SimulatorError
 from onerec.simulator import (
     BaseRates,
     CatalogConfig,
@@ -301,12 +301,46 @@ def test_config_roundtrip(tmp_path) -> None:
         (lambda: RewardConfig(swt=0, vtr=0, wtr=0, ltr=0), "at least one weight"),
         (lambda: SimulatorConfig(seed=-1), "seed"),
         (lambda: SimulatorConfig(users=UserConfig(interests_per_user=50)), "interests_per_user"),
-        (lambda: SimulatorConfig.from_dict({"catalog": {"items": 5}}), "unknown catalog field"),
+        (lambda: SimulatorConfig.from_dict({"catalog": {"items": 5}}),
+         "unknown SimulatorConfig.catalog field"),
+        (lambda: SimulatorConfig.from_dict({"users": {"num_users": "9"}}),
+         "users.num_users must be an integer, got '9'"),
+        (lambda: SimulatorConfig.from_dict({"response": {"base_rates": {"likes": 0.1}}}),
+         "unknown SimulatorConfig.response.base_rates field"),
+        (lambda: SimulatorConfig.from_dict({"catalog": 3}), "catalog must be an object"),
     ],
 )
 def test_bad_config_raises_named_error(make, words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         make()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"catalog": {"num_items": 500,}}', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object of SimulatorConfig fields, got a list"),
+        ('{"users": {"interests": 2}}', "unknown SimulatorConfig.users field"),
+        ('{"response": {"tag_fatigue": "high"}}', "tag_fatigue must be a number, got 'high'"),
+        ('{"users": {"drift": 2.0}}', "drift must be in"),
+    ],
+)
+def test_bad_config_file_raises_named_error_with_its_path(tmp_path, text: str, words: str) -> None:
+    path = tmp_path / "platform.json"
+    path.write_text(text)
+    with pytest.raises(SimulatorConfigError, match=words) as caught:
+        SimulatorConfig.load(path)
+    assert str(path) in str(caught.value)
+    with pytest.raises(SimulatorConfigError, match="no such simulator config file"):
+        SimulatorConfig.load(tmp_path / "missing.json")
+
+
+def test_a_partial_config_file_keeps_the_other_defaults(tmp_path) -> None:
+    path = tmp_path / "platform.json"
+    path.write_text('{"catalog": {"num_items": 500}, "response": {"author_fatigue": 1}, "seed": 4}')
+    config = SimulatorConfig.load(path)
+    assert config.catalog.num_items == 500 and config.seed == 4
+    assert config.response.author_fatigue == 1 and config.users == UserConfig()
 
 
 @pytest.mark.parametrize(

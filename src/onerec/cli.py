@@ -307,8 +307,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from onerec.quickstart import run
+    from onerec.simulator import SimulatorConfig
 
-    run(Path(args.out), seed=args.seed, scale=args.scale, overwrite=args.overwrite)
+    simulator = SimulatorConfig.load(args.simulator) if args.simulator else None
+    run(Path(args.out), seed=args.seed, scale=args.scale, simulator=simulator,
+        overwrite=args.overwrite)  # fmt: skip
     return 0
 
 
@@ -650,6 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--seed", type=int, default=0)
     qs.add_argument("--scale", choices=["default", "tiny"], default="default",
                     help="default: about 10 minutes on a 2-core CPU; tiny: seconds (a smoke test)")
+    qs.add_argument("--simulator", default=None, metavar="CONFIG.json",
+                    help="the platform to simulate: a SimulatorConfig JSON file (any subset of "
+                    "its fields, e.g. {\"catalog\": {\"num_items\": 5000}, \"seed\": 3}); its "
+                    "sizes replace the scale's")
     qs.set_defaults(func=cmd_quickstart)
     _add_alignment_commands(sub)
     _add_serve_parser(sub)

@@ -234,6 +234,12 @@ class SimulatorError(OneRecError, ValueError):
     time outside [0, 1]."""
 
 
+class SimulatorConfigError(ConfigError):
+    """A simulator configuration (a ``SimulatorConfig`` JSON file or dict) is not valid JSON, has
+    a field the config does not know, or a value of the wrong type or out of range; the message
+    names the file and the field."""
+
+
 # --- run folders and output folders (issue 23) ------------------------------------------------
 class RunFileError(DataError):
     """A file of a run, tokenization or model folder is missing, not valid JSON, lacks a field,

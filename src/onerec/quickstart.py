@@ -19,10 +19,15 @@ progress bars); each is one function below, and :func:`run` calls them in order:
 5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
    1 + 2 layers and 4 experts, 5 epochs, otherwise the library's defaults: dropout 0.1, no
    user-id embedding, averaged weights; most of the quickstart's time);
-6. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
+6. **align OneRec** (docs/alignment.md): a reward model (RM v2, ``REWARD_SETTINGS``) trained on
+   every logged session with its realised feedback, then ``ipa_iterations`` of Iterative
+   Preference Alignment from the trained OneRec (r_DPO ``ipa_r_dpo`` of the training users who
+   are not evaluation users, N = ``ipa_n_sessions`` beams each, best against worst by the RM,
+   lambda 0.1); the aligned model is graded beside the NTP one (``onerec-ipa``);
+7. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
    (dropout 0.2, batches of 64 users, early stopping with S3-Rec's patience of 10
    validations, at most 150 s);
-7. **generate** for ``eval_users`` users drawn at random (fixed seed) among the split's users:
+8. **generate** for ``eval_users`` users drawn at random (fixed seed) among the split's users:
    each model reads the user's *whole* logged watched history (including the two held-out
    items no model trained on) and proposes ``K`` sessions of 5 distinct videos for the moment
    right after the log (oracle ``time=1.0``). Items of the history are excluded for every
@@ -31,7 +36,7 @@ progress bars); each is one function below, and :func:`run` calls them in order:
    sessions 2..K draw 5 distinct items without replacement (Gumbel top-k, Plackett-Luce) from
    the softmax of the model's next-item logits over its top ``candidates`` items (popularity's
    logits: log training counts, so it samples in proportion to popularity);
-8. **grade** every session with the exact oracle (:meth:`Simulator.oracle`): swt (expected
+9. **grade** every session with the exact oracle (:meth:`Simulator.oracle`): swt (expected
    session watch time, seconds), vtr, wtr (follow rate), ltr (like rate) and the combined
    reward (1.0 = an average logged session). As in the paper's Table 1, "mean" is the average
    over a user's K sessions and "max" the best of them, both averaged over users; here they are
@@ -44,6 +49,7 @@ progress bars); each is one function below, and :func:`run` calls them in order:
 
 The run directory holds ``config.json``, ``simulator.json``, ``dataset/`` (the full log),
 ``split/``, ``semantic_ids/``, ``onerec/`` (a run folder ``onerec recommend`` can serve),
+``reward_model/`` and ``ipa/`` (the RM's and IPA's run folders; ``ipa/`` holds the aligned model),
 ``baselines/`` (SASRec weights, training logs), ``sessions.parquet`` (every generated session
 with its oracle values), ``rewards.json`` and ``report.md``. Same seed, same numbers (on the
 same machine and thread count). ``scale="tiny"`` is a seconds-long configuration for tests.
@@ -52,6 +58,7 @@ same machine and thread count). ``scale="tiny"`` is a seconds-long configuration
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -65,6 +72,10 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from onerec.alignment import (RewardRun, RewardTrainConfig, catalog_fingerprint, logged_sessions,
+                              train_reward_model)  # fmt: skip
+from onerec.alignment.ipa import AlignConfig, align
+from onerec.alignment.reward_training import REWARD_SETTINGS
 from onerec.baselines import Popularity, SASRec
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.ragged import Ragged
@@ -72,8 +83,9 @@ from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
 from onerec.exceptions import ConfigError
 from onerec.generation import beam_search_sessions
+from onerec.model.onerec import OneRec
 from onerec.runs import claim_output
-from onerec.simulator import CatalogConfig, PolicyConfig, Simulator, SimulatorConfig, UserConfig
+from onerec.simulator import CatalogConfig, Simulator, SimulatorConfig, UserConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, save_tokenization, tokenize
 from onerec.training import TrainConfig
 from onerec.training.pipeline import TrainedRun, train_on_dataset
@@ -84,7 +96,10 @@ TRAIN_ON = ("watched", "high_quality", "all")
 
 @dataclass(frozen=True)
 class QuickstartConfig:
-    """Sizes of the simulated platform, the models and the evaluation."""
+    """Sizes of the simulated platform, the models and the evaluation. ``simulator``: a whole
+    platform (:class:`SimulatorConfig`) instead of the default one of ``num_users`` users,
+    ``num_items`` videos and ``seed``; set it with :meth:`with_simulator`, which copies its sizes
+    here. ``seed`` still seeds the models and the choice of evaluation users."""
 
     seed: int = 0
     num_users: int = 2_000
@@ -120,8 +135,30 @@ class QuickstartConfig:
     candidates: int = 50  # baselines sample their sessions 2..K from their top items
     exclude_seen: bool = True
     examples: int = 3
+    # preference alignment: the RM (REWARD_SETTINGS[reward_settings]; reward_epochs None keeps
+    # its epochs), then IPA; 0 iterations leaves alignment out. One iteration at r_DPO 0.2 is
+    # what the 15-minute budget holds; why these settings: docs/alignment.md#in-the-quickstart
+    reward_settings: str = "v2"
+    reward_epochs: int | None = None
+    ipa_iterations: int = 1
+    ipa_r_dpo: float = 0.2
+    ipa_n_sessions: int = 128
+    simulator: SimulatorConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.simulator, dict):  # read back from config.json
+            object.__setattr__(self, "simulator", SimulatorConfig.from_dict(self.simulator))
+        if self.simulator is not None:
+            given = self.simulator
+            sizes = {"num_users": given.users.num_users, "num_items": given.catalog.num_items,
+                     "mean_sessions": given.users.mean_sessions}  # fmt: skip
+            for name, value in sizes.items():
+                if getattr(self, name) != value:
+                    raise ConfigError(
+                        f"QuickstartConfig.{name} ({getattr(self, name)}) differs from the "
+                        f"simulator config's ({value}): the platform's sizes come from the "
+                        "simulator config; set it with QuickstartConfig.with_simulator"
+                    )
         if self.train_on not in TRAIN_ON:
             raise ConfigError(f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
         for name in ("num_users", "num_items", "onerec_epochs", "sasrec_epochs", "eval_users",
@@ -134,10 +171,37 @@ class QuickstartConfig:
                 f"QuickstartConfig.onerec_train_items must be >= 1 or None, got "
                 f"{self.onerec_train_items}"
             )
+        if self.reward_settings not in REWARD_SETTINGS:
+            raise ConfigError(f"reward_settings must be one of {sorted(REWARD_SETTINGS)}, got "
+                              f"{self.reward_settings!r}")  # fmt: skip
+        if self.ipa_iterations < 0 or (self.reward_epochs is not None and self.reward_epochs < 1):
+            raise ConfigError(
+                f"QuickstartConfig.ipa_iterations must be >= 0 (0: no alignment) and "
+                f"reward_epochs >= 1 or None, got {self.ipa_iterations} and {self.reward_epochs}"
+            )
+        if self.ipa_iterations:
+            # r_DPO and N checked now, not after OneRec's training
+            AlignConfig(r_dpo=self.ipa_r_dpo, n_sessions=self.ipa_n_sessions)
         if self.candidates < self.session_items:
             raise ConfigError(
                 f"candidates ({self.candidates}) must be >= session_items ({self.session_items})"
             )
+
+    def with_simulator(self, simulator: SimulatorConfig) -> "QuickstartConfig":
+        """This config on the platform ``simulator`` (its sizes copied here)."""
+        return replace(self, simulator=simulator, num_users=simulator.users.num_users,
+                       num_items=simulator.catalog.num_items,
+                       mean_sessions=simulator.users.mean_sessions)  # fmt: skip
+
+    def platform(self) -> SimulatorConfig:
+        """The simulated platform: ``simulator``, or the default one at this config's sizes."""
+        if self.simulator is not None:
+            return self.simulator
+        return SimulatorConfig(
+            catalog=CatalogConfig(num_items=self.num_items),
+            users=UserConfig(num_users=self.num_users, mean_sessions=self.mean_sessions),
+            seed=self.seed,
+        )  # fmt: skip
 
     @classmethod
     def scale(cls, name: str, seed: int = 0) -> "QuickstartConfig":
@@ -153,6 +217,7 @@ SCALES: dict[str, QuickstartConfig] = {
         num_users=120, num_items=300, mean_sessions=4.0, levels=2, onerec_preset="tiny",
         onerec_model={}, onerec_epochs=1, onerec_batch_size=128, sasrec_length=20,
         sasrec_epochs=2, validation_users=50, eval_users=30, sessions_per_user=3, candidates=20,
+        reward_epochs=2, ipa_n_sessions=8,
     ),  # fmt: skip
 }
 
@@ -175,12 +240,16 @@ def run(
     *,
     scale: str = "default",
     config: QuickstartConfig | None = None,
+    simulator: SimulatorConfig | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """The whole pipeline into ``out``; returns what ``rewards.json`` holds. An ``out`` that
-    exists and was not made by the quickstart is refused unless ``overwrite``."""
+    """The whole pipeline into ``out``; returns what ``rewards.json`` holds. ``simulator``: the
+    platform to simulate (default: ``config``'s, or the scale's default platform). An ``out``
+    that exists and was not made by the quickstart is refused unless ``overwrite``."""
     cfg = config or QuickstartConfig.scale(scale, seed)
+    if simulator is not None:
+        cfg = cfg.with_simulator(simulator)
     out = claim_output(out, "quickstart", overwrite)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -198,14 +267,26 @@ def run(
     with _stage(f"train OneRec (next {cfg.onerec_train_items or cfg.session_items} items as "
                 "each target)", seconds, "train_onerec"):  # fmt: skip
         trained = train_onerec(train_ds, cfg, out, progress)
+    aligned = None
+    for folder in ("reward_model", "ipa"):  # runs of an earlier quickstart are not resumed
+        shutil.rmtree(out / folder, ignore_errors=True)
+    if cfg.ipa_iterations:
+        with _stage("train the reward model on the logged sessions", seconds, "train_reward"):
+            reward = train_reward(sim, dataset, cfg, out / "reward_model", progress)
+        with _stage(f"align OneRec: {cfg.ipa_iterations} IPA iteration(s), r_DPO "
+                    f"{cfg.ipa_r_dpo}, {cfg.ipa_n_sessions} beams per drawn user", seconds,
+                    "align"):  # fmt: skip
+            aligned = align_onerec(trained, reward, dataset, users, cfg, out / "ipa", progress)
     with _stage("train popularity and SASRec (CE)", seconds, "train_baselines"):
         baselines = train_baselines(split, cfg, out, progress)
     with _stage(f"generate {cfg.sessions_per_user} sessions of {cfg.session_items} per user",
                 seconds, "generate"):  # fmt: skip
-        sessions = generate_sessions(sim, trained, baselines, history, users, cfg, progress)
+        sessions = generate_sessions(sim, trained, aligned, baselines, history, users, cfg,
+                                     progress)  # fmt: skip
     with _stage("grade every session with the simulator's oracle"):
         values = {name: _grade(sim, users, s) for name, s in sessions.items()}
-        table, verdict = _summary(values), _verdict(values)
+        table, paired = _summary(values), _paired(values)
+        verdict = _verdict(paired)
         markdown = _markdown(table)
         print(markdown)
         print(verdict)
@@ -218,11 +299,14 @@ def run(
         "config": asdict(cfg),
         "rewards": table,
         "verdict": verdict,
+        "paired": paired,
         "eval_users": len(users),
         "sessions_per_user": cfg.sessions_per_user,
         "quality_filter": quality.to_dict(),
         "train_rows": len(split.train),
         "onerec": {k: trained.state.get(k) for k in trained.state},
+        "reward_model": reward.evaluation if aligned is not None else None,
+        "ipa": _ipa_record(out / "ipa") if aligned is not None else None,
         "seconds": seconds,
     }
     (out / "rewards.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -239,15 +323,11 @@ def simulate(
 ) -> tuple[Simulator, Dataset]:
     """The simulated platform and its logged exposures (saved as ``simulator.json`` and
     ``dataset/``). ``online_days`` > 0 extends the platform's timeline by that many days after
-    the log (``onerec online`` serves them): the log keeps its 30 days, users drift over all."""
-    policy = PolicyConfig()
+    the log (``onerec online`` serves them): the log keeps its days, users drift over all."""
+    platform = cfg.platform()
+    policy = platform.policy
     period = policy.period_days + online_days
-    sim = Simulator(SimulatorConfig(
-        catalog=CatalogConfig(num_items=cfg.num_items),
-        users=UserConfig(num_users=cfg.num_users, mean_sessions=cfg.mean_sessions),
-        policy=replace(policy, period_days=period),
-        seed=cfg.seed,
-    ))  # fmt: skip
+    sim = Simulator(replace(platform, policy=replace(policy, period_days=period)))
     sim.config.save(out / "simulator.json")
     dataset = sim.generate_log(quality_report=False, until=policy.period_days / period)
     dataset.save(out / "dataset")
@@ -326,6 +406,69 @@ def train_onerec(train_ds: Dataset, cfg: QuickstartConfig, out: Path, progress: 
     return trained
 
 
+def train_reward(
+    sim: Simulator, dataset: Dataset, cfg: QuickstartConfig, out: Path, progress: bool
+) -> RewardRun:
+    """The reward model (``REWARD_SETTINGS[cfg.reward_settings]``) trained on every logged session
+    of ``dataset`` with its realised feedback, into ``out`` (a finished run there is reloaded);
+    its held-out scores beside the per-item-average baseline are printed."""
+    train, model = REWARD_SETTINGS[cfg.reward_settings]
+    if cfg.reward_epochs is not None:
+        train = {**train, "epochs": cfg.reward_epochs}
+    sessions = logged_sessions(dataset.log, cfg.session_items, cfg.history_length)
+    run = train_reward_model(sessions, out, RewardTrainConfig(**train, seed=cfg.seed),
+                             num_items=sim.num_items,
+                             catalog=catalog_fingerprint(dataset.log.items.raw), model=model,
+                             item_features=reward_item_features(sim, dataset),
+                             progress=progress)  # fmt: skip
+    ours, base = run.evaluation["reward_model"], run.evaluation["item_average"]
+    print(f"  {len(sessions):,} logged sessions; held-out scores, RM vs per-item average: "
+          + ", ".join(f"{k} {ours[k]:.3f} vs {base[k]:.3f}" for k in ours))  # fmt: skip
+    return run
+
+
+def reward_item_features(sim: Simulator, dataset: Dataset) -> np.ndarray:
+    """The RM's fixed item side features on a simulated platform: each video's content
+    embedding (the item table's) and log duration; the RM adds their training-log rates."""
+    content = np.array(dataset.item_table.embedding("content"), dtype=np.float32)
+    return np.c_[content, np.log(sim.catalog.duration)]
+
+
+def ipa_config(cfg: QuickstartConfig, lr: float = 3e-4, **settings: Any) -> AlignConfig:
+    """IPA of the quickstart's OneRec: ``cfg``'s iterations, r_DPO and N; the rest
+    :class:`AlignConfig`'s defaults (best against worst, lambda 0.1, beta 0.1); each iteration
+    trains one epoch like the NTP run, at learning rate ``lr``. ``settings`` (AlignConfig
+    fields) replace any of them."""
+    train = {"session_items": cfg.session_items, "history_length": cfg.history_length,
+             "batch_size": cfg.onerec_batch_size, "eval_users": cfg.validation_users, "lr": lr,
+             "device": "cpu"}  # fmt: skip
+    base = {"iterations": cfg.ipa_iterations, "r_dpo": cfg.ipa_r_dpo,
+            "n_sessions": cfg.ipa_n_sessions, "session_items": cfg.session_items,
+            "seed": cfg.seed, "train": train}  # fmt: skip
+    return AlignConfig(**{**base, **settings})
+
+
+def align_onerec(
+    trained: TrainedRun, reward: RewardRun, dataset: Dataset, users: np.ndarray,
+    cfg: QuickstartConfig, out: Path, progress: bool,
+) -> OneRec:  # fmt: skip
+    """IPA from the trained OneRec into ``out``, never drawing the evaluation ``users``; returns
+    the last iteration's model."""
+    run = align(trained.model, trained.semantic_ids, trained.split, reward.model, out,
+                ipa_config(cfg), exclude_users=users,
+                catalog=catalog_fingerprint(dataset.log.items.raw), progress=progress)  # fmt: skip
+    for r in run.state["iterations"]:
+        print(f"  iteration {r['iteration']}: {r['pairs']} pairs (RM reward chosen "
+              f"{r['mean_chosen_reward']:.3f}, rejected {r['mean_rejected_reward']:.3f}), "
+              f"sampling {r['sampling_seconds']:.0f}s, valid recall@10 "
+              f"{r['best_valid_recall@10']:.4f}, {r['seconds_this_call']:.0f}s")  # fmt: skip
+    return run.models[-1].eval()
+
+
+def _ipa_record(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "state.json").read_text())
+
+
 def train_baselines(
     split: Split, cfg: QuickstartConfig, out: Path, progress: bool
 ) -> dict[str, Any]:
@@ -356,15 +499,31 @@ def train_baselines(
 
 
 def generate_sessions(
-    sim: Simulator, trained: TrainedRun, baselines: dict[str, Any], history: Ragged,
-    users: np.ndarray, cfg: QuickstartConfig, progress: bool,
+    sim: Simulator, trained: TrainedRun, aligned: OneRec | None, baselines: dict[str, Any],
+    history: Ragged, users: np.ndarray, cfg: QuickstartConfig, progress: bool,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """K sessions (U, K, m) per evaluation user from every model and the two reference rows
-    (``true-top``: sampling over the true scores; ``random``: uniform), checked valid."""
+    """K sessions (U, K, m) per evaluation user from every model (OneRec before and, when
+    ``aligned``, after IPA) and the two reference rows (``true-top``: sampling over the true
+    scores; ``random``: uniform), checked valid."""
     sessions = {
         "onerec": _onerec_sessions(trained.model, trained.semantic_ids, history, users, cfg,
                                    progress),  # fmt: skip
     }
+    if aligned is not None:
+        sessions["onerec-ipa"] = _onerec_sessions(aligned, trained.semantic_ids, history, users,
+                                                  cfg, progress)  # fmt: skip
+    for name, s in sessions.items():
+        _check_sessions(name, s, sim.num_items)
+    return {**sessions, **reference_sessions(sim, baselines, history, users, cfg)}
+
+
+def reference_sessions(
+    sim: Simulator, baselines: dict[str, Any], history: Ragged, users: np.ndarray,
+    cfg: QuickstartConfig,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """K sessions (U, K, m) per user from each baseline, ``true-top`` (sampling over the true
+    scores) and ``random`` (uniform), checked valid: the rows every generator is read against."""
+    sessions = {}
     seen = history if cfg.exclude_seen else None
     for name, model in baselines.items():
         logits = _baseline_logits(model, history, users)
@@ -448,20 +607,54 @@ def _summary(values: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, fl
     }
 
 
-def _verdict(values: dict[str, dict[str, np.ndarray]]) -> str:
-    """Whether OneRec's mean swt per user beats each baseline's, with a paired standard error."""
-    ours = values["onerec"]["swt"].mean(axis=1)
+# (ours, label) against (theirs): the verdict's pairs, where both rows exist
+VERDICT_PAIRS = (("onerec", ("popularity", "sasrec-ce")),
+                 ("onerec-ipa", ("popularity", "sasrec-ce", "onerec")))  # fmt: skip
+LABELS = {"onerec": "OneRec", "onerec-ipa": "OneRec+IPA"}
+
+
+def _paired(values: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{ours: {theirs: {metric: {ours, theirs, diff, se, users}}}}``: the per-user means of
+    swt and the combined reward over each user's sessions, paired, for ``VERDICT_PAIRS``."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for ours, others in VERDICT_PAIRS:
+        if ours not in values:
+            continue
+        out[ours] = {}
+        for other in others:
+            out[ours][other] = {}
+            for metric in ("swt", "reward"):
+                mine = values[ours][metric].mean(axis=1)
+                diff = mine - values[other][metric].mean(axis=1)
+                se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+                out[ours][other][metric] = {
+                    "ours": float(mine.mean()), "theirs": float(mine.mean() - diff.mean()),
+                    "diff": float(diff.mean()), "se": float(se), "users": len(diff),
+                }  # fmt: skip
+    return out
+
+
+def _verdict(paired: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One line per pair and metric: "beats" when the paired difference exceeds 2 standard
+    errors."""
     lines = []
-    for other in ("popularity", "sasrec-ce"):
-        diff = ours - values[other]["swt"].mean(axis=1)
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        mean = float(diff.mean())
-        word = ("beats" if mean > 2 * se
-                else "does not clearly beat" if mean > 0 else "does NOT beat")  # fmt: skip
-        lines.append(f"OneRec {word} {other} on mean swt: {ours.mean():.2f}s vs "
-                     f"{ours.mean() - mean:.2f}s per session (difference {mean:+.2f}s, paired "
-                     f"standard error {se:.2f}s over {len(diff)} users)")  # fmt: skip
+    for ours, others in paired.items():
+        for other, by_metric in others.items():
+            for metric, d in by_metric.items():
+                word = ("beats" if d["diff"] > 2 * d["se"] else
+                        "does not clearly beat" if d["diff"] > 0 else "does NOT beat")  # fmt: skip
+                lines.append(
+                    f"{LABELS[ours]} {word} {LABELS.get(other, other)} on mean {metric}: "
+                    f"{_number(metric, d['ours'])} vs {_number(metric, d['theirs'])} per session "
+                    f"(difference {_number(metric, d['diff'], '+')}, paired standard error "
+                    f"{_number(metric, d['se'])} over {d['users']} users)"
+                )  # fmt: skip
     return "\n".join(lines)
+
+
+def _number(metric: str, x: float, sign: str = "") -> str:
+    """swt in seconds with 2 decimals; the combined reward (no unit) with 3."""
+    return f"{x:{sign}.2f}s" if metric == "swt" else f"{x:{sign}.3f}"
 
 
 def _markdown(table: dict[str, dict[str, float]]) -> str:
@@ -502,12 +695,14 @@ def _examples(
     lines = ["Example sessions (first session of each model; video: author / tag / duration):"]
     for row in range(min(n, len(users))):
         lines.append(f"user {users[row]}:")
-        for name in ("onerec", "popularity", "sasrec-ce"):
+        for name in ("onerec", "onerec-ipa", "popularity", "sasrec-ce"):
+            if name not in sessions:
+                continue
             items = sessions[name][row, 0]
             desc = ", ".join(f"{i} (a{cat.author[i]}/t{cat.main_tag[i]}/{cat.duration[i]:.0f}s)"
                              for i in items)  # fmt: skip
             v = values[name]
-            lines.append(f"  {name:<10} swt {v['swt'][row, 0]:6.1f}s reward "
+            lines.append(f"  {name:<11} swt {v['swt'][row, 0]:6.1f}s reward "
                          f"{v['reward'][row, 0]:.2f}: {desc}")  # fmt: skip
     return "\n".join(lines)
 
@@ -518,14 +713,18 @@ def _report(
 ) -> str:  # fmt: skip
     return (
         "# quickstart: ground-truth session rewards\n\n"
-        f"Simulated platform: {cfg.num_users:,} users, {cfg.num_items:,} videos, seed {cfg.seed}; "
+        f"Simulated platform: {cfg.num_users:,} users, {cfg.num_items:,} videos, seed "
+        f"{cfg.platform().seed} ({'a given' if cfg.simulator else 'the default'} platform config, "
+        "simulator.json); "
         f"{log_rows:,} logged exposures. Paper's high-quality filter: {report}. Every model "
         f"trained on the {cfg.train_on} exposures ({train_rows:,}).\n\n"
         f"{n_users} evaluation users; each model generated {cfg.sessions_per_user} sessions of "
         f"{cfg.session_items} videos per user right after the log (seen videos excluded: "
         f"{cfg.exclude_seen}). Values are the simulator's exact expectations (swt in seconds); "
         "mean = average over a user's sessions, max = the best one, both averaged over users. "
-        "OneRec: its best beams; baselines: top 5, then Plackett-Luce draws from their top "
+        "OneRec: its best beams, before (onerec) and after preference alignment (onerec-ipa: "
+        f"{cfg.ipa_iterations} IPA iteration(s) with a reward model, r_DPO {cfg.ipa_r_dpo}); "
+        "baselines: top 5, then Plackett-Luce draws from their top "
         f"{cfg.candidates}; true-top: the same over the true scores; random: uniform.\n\n"
         f"{markdown}\n\n{verdict}\n\n```\n{examples}\n```\n\nSeconds per stage: "
         + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + "\n"

@@ -9,11 +9,11 @@ value is checked here, at the boundary, and a bad one raises :class:`ConfigError
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from onerec.exceptions import ConfigError
+from onerec.exceptions import ConfigError, SimulatorConfigError
 from onerec.simulator.calibration import DURATION_QUANTILES_S, TAG_SHARES
 
 
@@ -157,7 +157,7 @@ class ResponseConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.base_rates, dict):
-            object.__setattr__(self, "base_rates", BaseRates(**self.base_rates))
+            object.__setattr__(self, "base_rates", _build(BaseRates, self.base_rates, "base_rates"))
         _at_least(self, ("affinity_weight", "position_decay", "author_fatigue", "tag_fatigue",
                          "coherence_gain", "duration_penalty", "vt_boost", "like_slope",
                          "follow_slope", "share_slope"), 0)  # fmt: skip
@@ -269,16 +269,62 @@ class SimulatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SimulatorConfig":
+        """The config from nested dicts (``to_dict``'s form); fields left out keep their
+        defaults. Unknown fields and values of the wrong type raise
+        :class:`SimulatorConfigError` naming the field and what it expects."""
         return _build(cls, data, "SimulatorConfig")
 
     @classmethod
     def load(cls, path: str | Path) -> "SimulatorConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config in a JSON file (``save``'s, or any subset of its fields). Every problem
+        (no file, bad JSON, an unknown field, a wrong type, a value out of range) is a
+        :class:`SimulatorConfigError` that names the file."""
+        path = Path(path)
+        hint = ("Fix: write a JSON object of SimulatorConfig fields, e.g. "
+                '{"catalog": {"num_items": 5000}, "users": {"interests_per_user": 2}, "seed": 3} '
+                "(`SimulatorConfig().save(path)` writes every field with its "
+                "default).")  # fmt: skip
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SimulatorConfigError(f"{path}: no such simulator config file. {hint}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SimulatorConfigError(f"{path}: not valid JSON ({e}). {hint}") from None
+        if not isinstance(data, dict):
+            raise SimulatorConfigError(
+                f"{path}: expected a JSON object of SimulatorConfig fields, got a "
+                f"{type(data).__name__}. {hint}"
+            )
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise SimulatorConfigError(f"{path}: {e}") from None
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _build(cls: type, data: Any, where: str) -> Any:
+    """``cls`` from the dict ``data`` read at ``where``: unknown fields and values of the wrong
+    type are named (an int is accepted for a float; nested configs are built the same way)."""
+    if not isinstance(data, dict):
+        raise SimulatorConfigError(
+            f"{where} must be an object of {cls.__name__} fields, got {data!r} "
+            f"({type(data).__name__})"
+        )
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown {where} field(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
+        raise SimulatorConfigError(f"unknown {where} field(s) {unknown}; known: {sorted(known)}")
+    types = get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        expected, at = types[name], f"{where}.{name}"
+        if is_dataclass(expected):
+            value = value if isinstance(value, expected) else _build(expected, value, at)
+        elif expected in (int, float):
+            ok = isinstance(value, (int, float) if expected is float else int)
+            if isinstance(value, bool) or not ok:
+                raise SimulatorConfigError(
+                    f"{at} must be {'an integer' if expected is int else 'a number'}, got "
+                    f"{value!r} ({type(value).__name__})"
+                )
+        values[name] = value
+    return cls(**values)
