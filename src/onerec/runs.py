@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -230,31 +231,33 @@ def read_safetensors(
     return tensors, metadata
 
 
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write into; when the block ends without an error it
+    is renamed over ``path``, so a reader (a serving process watching the run, a resume after a
+    kill) sees the old file or the new one, never half of one. On an error it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_safetensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write a safetensors file atomically: into a temporary file beside it, then renamed over
-    it, so a reader (a serving process watching the run, a resume after a kill) sees the old
-    file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write a safetensors file atomically (see :func:`replaced_atomically`)."""
+    with replaced_atomically(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (see :func:`write_safetensors`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write a text file atomically (see :func:`replaced_atomically`)."""
+    with replaced_atomically(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_safetensors_metadata(

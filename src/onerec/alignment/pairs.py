@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from onerec.alignment.dpo import session_log_probs
@@ -34,6 +34,7 @@ from onerec.data.ragged import Ragged
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.generation.beam_search import beam_search_sessions
 from onerec.model.onerec import OneRec
+from onerec.runs import write_safetensors
 from onerec.simulator import Simulator
 from onerec.tokenizer.residual import SemanticIds
 
@@ -92,7 +93,7 @@ class PreferencePairs:
         tensors["history.values"] = torch.from_numpy(self.history.values)
         tensors["history.offsets"] = torch.from_numpy(self.history.offsets)
         meta = {k: str(v) for k, v in self.stats.items()}
-        save_file(tensors, str(path), metadata=meta)
+        write_safetensors(tensors, path, meta)
         return Path(path)
 
     @classmethod

@@ -42,13 +42,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from onerec.alignment.logged import SIGNALS
 from onerec.data.ragged import Ragged
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError
 from onerec.model.tokens import pad_history
+from onerec.runs import write_safetensors, write_text
 
 T = TypeVar("T")
 
@@ -292,10 +293,9 @@ class RewardModel(nn.Module):
     def save(self, directory: str | Path, name: str = "reward_model") -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "reward_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        write_text(directory / "reward_config.json", json.dumps(self.config.to_dict(), indent=2))
         path = directory / f"{name}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(path))  # fmt: skip
+        write_safetensors(self.state_dict(), path)
         return path
 
     @classmethod

@@ -15,7 +15,6 @@ file, then a rename), so a killed run leaves only finished chunks.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onerec.data.schema import IdMap, InteractionLog
+from onerec.runs import replaced_atomically
 
 RESPONSES = ("view_through", "like", "follow", "share", "skip")
 ORACLE = ("swt", "vtr", "wtr", "ltr", "reward")
@@ -35,9 +35,8 @@ def chunk_name(day: int, chunk: int) -> str:
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` so that a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def exposure_table(

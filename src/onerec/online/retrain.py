@@ -10,7 +10,6 @@ videos of context before them, so one pass costs what the day's traffic holds, n
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from onerec.alignment.reward_model import catalog_fingerprint
 from onerec.data.schema import InteractionLog
 from onerec.data.splits import Split, leave_one_out
 from onerec.model.onerec import OneRec
+from onerec.runs import replaced_atomically
 from onerec.tokenizer.residual import SemanticIds
 from onerec.training.trainer import TrainConfig, Trainer
 
@@ -95,9 +95,8 @@ def save_model(source: Path, target: Path) -> None:
     the weights last and by rename, so ``target`` holds a model only once it is whole."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "model_config.json", target / "model_config.json")
-    tmp = target / "model.safetensors.tmp"
-    shutil.copyfile(source / "model.safetensors", tmp)
-    os.replace(tmp, target / "model.safetensors")
+    with replaced_atomically(target / "model.safetensors") as tmp:
+        shutil.copyfile(source / "model.safetensors", tmp)
 
 
 def make_served_folder(run: Path, model_dir: Path, target: Path) -> None:
