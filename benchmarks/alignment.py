@@ -56,7 +56,7 @@ from onerec.training.pipeline import METRICS, ranking_metrics, train_on_dataset
 
 # the reward models' folders in --run-dir (their settings: REWARD_SETTINGS): each variant trains
 # into its own folder, so a new variant is trained, not reloaded from another's
-RM_FOLDERS = {"v1": "reward_model", "v2": "reward_model_v2"}
+RM_FOLDERS = {"v1": "reward_model", "v2": "reward_model_v2", "v3": "reward_model_v3"}
 
 
 def recorded_ntp_settings(run: Path, train_config: TrainConfig, model: dict) -> tuple[TrainConfig, dict]:

@@ -23,6 +23,7 @@ from onerec.alignment.reward_training import (
     with_weights,
 )
 from onerec.data.schema import build_log
+from onerec.model.tokens import pad_history
 from onerec.exceptions import AlignmentConfigError, CatalogMismatchError, MissingSignalError
 
 N_ITEMS = 40
@@ -180,3 +181,31 @@ def test_named_errors() -> None:
         RewardModelConfig(num_items=3, weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(AlignmentConfigError, match="at most 5"):
         rm(torch.full((1, 2), -1), torch.zeros(1, 6, dtype=torch.long))
+
+
+def test_item_targets_learn_each_exposure_and_add_up_to_the_session(tmp_path) -> None:
+    torch.manual_seed(0)
+    sessions = logged_sessions(planted_log())
+    run = train_reward_model(sessions, tmp_path, RewardTrainConfig(epochs=5, batch_size=32),
+                             num_items=N_ITEMS, model={"dropout": 0.0, "targets": "item"},
+                             progress=False)  # fmt: skip
+    rm = run.model
+    assert 55 < rm.config.swt_scale < 70  # one exposure's 99th percentile, not a session's
+    assert run.evaluation["reward_model"]["swt_r2"] > 0.95
+    # two good items among four (one slot padded), and five bad ones
+    history, s = np.full((2, 1), -1), np.array([[0, 1, 20, 21, -1], [20, 21, 22, 23, 24]])
+    score = rm.score(history, s)
+    assert 0.35 < score["ltr"][0] < 0.65 and score["ltr"][1] < 0.15
+    assert 2 * 40 < score["swt"][0] < 2 * 80 + 2 * 15
+    # the session's values are its real items' predictions, summed (swt) or averaged (rates)
+    with torch.no_grad():
+        p = torch.sigmoid(rm(pad_history(history, rm.config.history_length), torch.from_numpy(s)))
+    assert p.shape == (2, 5, 4)
+    assert score["swt"][0] == pytest.approx(float(p[0, :4, 0].sum()) * rm.config.swt_scale, rel=1e-5)
+    assert score["ltr"][0] == pytest.approx(float(p[0, :4, 3].mean()), rel=1e-5)
+    assert score["vtr"][1] == pytest.approx(float(p[1, :, 1].mean()), rel=1e-5)
+
+
+def test_reward_model_targets_are_named() -> None:
+    with pytest.raises(AlignmentConfigError, match="targets must be 'session'"):
+        RewardModelConfig(num_items=3, targets="exposure")

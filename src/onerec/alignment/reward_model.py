@@ -25,6 +25,15 @@ estimates the expected watch time in seconds (what the oracle's swt is), whereas
 estimates the mean of the log, biased downwards by the variance, and one shared loss keeps the
 four towers on the same footing.
 
+**Per-item targets** (``targets="item"``, the benchmark's RM v3): the towers read every session
+item's representation (after the self-attention, so fatigue and coherence still reach it)
+instead of the pooled session and are trained on each exposure's own feedback: its watch time
+over ``swt_scale`` (now the 99th percentile of one exposure's watch time) and its 0/1
+view-through, follow and like. The session's swt is the sum of its items' predictions and each
+rate their mean, the same quantities as with session targets. A deviation from the paper's
+pooled towers: a session's rates say how many of its items were liked, an exposure's label says
+which one, five labels where the pooled RM gets one.
+
 The **combined score** mirrors the simulator's reward: each prediction relative to its mean on
 the training log (swt per item), weighted: ``score = sum_k w_k * pred_k / ref_k / sum_k w_k``.
 Weights are configuration (``weights``, default 1, 1, 1, 1: the simulator's default reward, so
@@ -86,7 +95,8 @@ def catalog_fingerprint(raw_item_ids: np.ndarray) -> str:
 class RewardModelConfig:
     """Sizes, the swt scale, the reward references and the combination weights.
 
-    ``swt_scale`` (seconds) and ``references`` (per-item means of watch time, view-through,
+    ``swt_scale`` (seconds of a session, or of one exposure with ``targets="item"``) and
+    ``references`` (per-item means of watch time, view-through,
     follow and like on the training log) are fitted by :func:`onerec.alignment.train_reward_model`.
     """
 
@@ -97,6 +107,11 @@ class RewardModelConfig:
     layers: int = 1
     history_length: int = 20
     session_items: int = 5
+    # "session": the paper's towers on the sum-pooled session, trained on session values;
+    # "item": the same towers on every session item, trained on each exposure's own feedback
+    # (five labels per session instead of one: the RM learns which item earned the like),
+    # the session's value summed (swt) or averaged (rates) from its items' predictions
+    targets: str = "session"
     item_features: int = 0  # width of fixed per-item side features (content, rates); 0: none
     item_ids: bool = True  # a learned vector per item id beside the side features
     dropout: float = 0.1
@@ -116,6 +131,11 @@ class RewardModelConfig:
         if self.d_model % self.n_heads:
             raise AlignmentConfigError(
                 f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
+            )
+        if self.targets not in ("session", "item"):
+            raise AlignmentConfigError(
+                f"targets must be 'session' (towers on the pooled session) or 'item' (towers "
+                f"on every item, trained per exposure), got {self.targets!r}"
             )
         if not 0 <= self.dropout < 1 or not self.swt_scale > 0:
             raise AlignmentConfigError("dropout must be in [0, 1) and swt_scale > 0")
@@ -217,8 +237,9 @@ class RewardModel(nn.Module):
         return torch.stack(parts).sum(0)
 
     def forward(self, history: Tensor, sessions: Tensor) -> Tensor:
-        """Logits ``(B, 4)`` of swt, vtr, wtr, ltr for ``sessions`` (B, m) after ``history``
-        (B, n); both hold item indices with -1 as padding (sessions: at the end)."""
+        """Logits of swt, vtr, wtr, ltr for ``sessions`` (B, m) after ``history`` (B, n), both
+        holding item indices with -1 as padding (sessions: at the end): ``(B, 4)`` for the
+        pooled session (``targets="session"``), ``(B, m, 4)`` per item (``targets="item"``)."""
         m = sessions.shape[1]
         if m > self.config.session_items:
             raise AlignmentConfigError(
@@ -232,13 +253,19 @@ class RewardModel(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, ~valid)
-        pooled = (self.norm(x) * valid.unsqueeze(-1)).sum(1)  # (B, d) sum pooling
-        return torch.cat([tower(pooled) for tower in self.towers], dim=-1)
+        x = self.norm(x) * valid.unsqueeze(-1)
+        if self.config.targets == "session":
+            x = x.sum(1)  # (B, d) sum pooling
+        return torch.cat([tower(x) for tower in self.towers], dim=-1)
 
     # --- predictions in the oracle's units ----------------------------------------------------
-    def values(self, logits: Tensor) -> Tensor:
-        """``(B, 4)``: expected swt (seconds) and the vtr, wtr, ltr rates."""
+    def values(self, logits: Tensor, valid: Tensor) -> Tensor:
+        """``(B, 4)``: expected session swt (seconds) and vtr, wtr, ltr rates, from
+        :meth:`forward`'s logits for sessions whose items are ``valid`` (B, m)."""
         p = torch.sigmoid(logits)
+        if self.config.targets == "item":  # items' expectations: summed swt, mean rates
+            p = p * valid.unsqueeze(-1)
+            p = torch.cat([p[..., :1].sum(1), p[..., 1:].sum(1) / valid.sum(1, keepdim=True)], 1)
         return torch.cat([p[:, :1] * self.config.swt_scale, p[:, 1:]], dim=1)
 
     def combined(self, values: Tensor, lengths: Tensor) -> Tensor:
@@ -266,7 +293,7 @@ class RewardModel(nn.Module):
             for start in range(0, len(sessions), batch_size):
                 rows = slice(start, start + batch_size)
                 s = torch.from_numpy(sessions[rows]).to(device)
-                v = self.values(self(padded[rows].to(device), s))
+                v = self.values(self(padded[rows].to(device), s), s >= 0)
                 out.append(torch.cat([v, self.combined(v, (s >= 0).sum(1)).unsqueeze(1)], 1))
         finally:
             self.train(was_training)

@@ -81,12 +81,15 @@ class RewardTrainConfig:
 # fields). v1: learned item ids beside the side features. v2: the items' smoothed training-log
 # feedback rates as side features instead of ids (about 30 sessions per item made the id vectors
 # overfit), no dropout, a lower learning rate for more epochs; it beat the per-item-average
-# baseline on held-out sessions where v1 did not.
+# baseline on held-out sessions where v1 did not. v3: v2 with its towers on every item, trained
+# on each exposure's own feedback (RewardModelConfig.targets = "item").
 REWARD_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "v1": ({"epochs": 6, "weight_decay": 0.1, "rate_features": False},
            {"d_model": 32, "dropout": 0.2}),
     "v2": ({"epochs": 12, "lr": 1e-3, "weight_decay": 0.1},
            {"d_model": 32, "dropout": 0.0, "item_ids": False}),
+    "v3": ({"epochs": 12, "lr": 1e-3, "weight_decay": 0.1},
+           {"d_model": 32, "dropout": 0.0, "item_ids": False, "targets": "item"}),
 }  # fmt: skip
 
 
@@ -105,15 +108,21 @@ def holdout_rows(n: int, config: RewardTrainConfig) -> tuple[np.ndarray, np.ndar
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def fit_scales(train: LoggedSessions, quantile: float) -> tuple[float, tuple[float, ...], int]:
-    """``swt_scale`` (the quantile of session watch time), the per-item references of the
-    combined score, and how many training sessions the scale clips."""
-    t = train.targets()
-    scale = float(np.quantile(t[:, 0], quantile))
+def fit_scales(
+    train: LoggedSessions, quantile: float, targets: str = "session"
+) -> tuple[float, tuple[float, ...], int]:
+    """``swt_scale`` (the quantile of session watch time, or of one exposure's with ``targets``
+    "item"), the per-item references of the combined score, and how many training sessions (or
+    exposures) the scale clips."""
+    if targets == "item":
+        watch = train.signals[..., 0][train.items >= 0]
+    else:
+        watch = train.targets()[:, 0]
+    scale = float(np.quantile(watch, quantile))
     if not scale > 0:
         raise AlignmentConfigError(
-            f"the training sessions' {quantile} quantile of watch time is {scale}: the log has "
-            "no watch time to learn swt from"
+            f"the training {targets}s' {quantile} quantile of watch time is {scale}: the log "
+            "has no watch time to learn swt from"
         )
     per_item = train.signals.reshape(-1, len(SIGNALS))[train.items.reshape(-1) >= 0].mean(0)
     if np.any(per_item <= 0):
@@ -121,20 +130,26 @@ def fit_scales(train: LoggedSessions, quantile: float) -> tuple[float, tuple[flo
             f"every signal needs some positive feedback in the training log; means per item "
             f"{dict(zip(SIGNALS, per_item.round(6).tolist()))}"
         )
-    return scale, tuple(float(x) for x in per_item), int((t[:, 0] > scale).sum())
+    return scale, tuple(float(x) for x in per_item), int((watch > scale).sum())
 
 
 def _tensors(data: LoggedSessions, config: RewardModelConfig) -> tuple[torch.Tensor, ...]:
-    """History (S, n), sessions (S, m) and normalized targets (S, 4) in [0, 1]."""
-    t = data.targets()
-    t[:, 0] = np.minimum(t[:, 0] / config.swt_scale, 1.0)
+    """History (S, n), sessions (S, m) and normalized targets in [0, 1]: the sessions' values
+    (S, 4), or with ``targets="item"`` every exposure's feedback (S, m, 4), zero on padding."""
+    t = data.targets() if config.targets == "session" else data.signals.copy()
+    t[..., 0] = np.minimum(t[..., 0] / config.swt_scale, 1.0)
     return (pad_history(data.history, config.history_length),
             torch.from_numpy(data.items), torch.from_numpy(t).float())  # fmt: skip
 
 
 def _loss(model: RewardModel, h: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the four towers on soft targets, summed over towers."""
-    return F.binary_cross_entropy_with_logits(model(h, s), y, reduction="none").mean(0).sum()
+    """Binary cross-entropy of the four towers on soft targets, summed over towers (per item
+    targets: averaged over the real exposures, padding left out)."""
+    bce = F.binary_cross_entropy_with_logits(model(h, s), y, reduction="none")
+    if bce.dim() == 2:
+        return bce.mean(0).sum()
+    valid = (s >= 0).unsqueeze(-1)
+    return (bce * valid).sum((0, 1)).div(valid.sum()).sum()
 
 
 @torch.no_grad()
@@ -170,8 +185,9 @@ def train_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     train_rows, held_rows = holdout_rows(len(sessions), config)
     train, held = sessions.take(train_rows), sessions.take(held_rows)
-    scale, references, clipped = fit_scales(train, config.swt_quantile)
     overrides = dict(model or {})
+    scale, references, clipped = fit_scales(train, config.swt_quantile,
+                                            overrides.get("targets", "session"))
     overrides.setdefault("session_items", sessions.items.shape[1])
     columns = []
     if item_features is not None:
