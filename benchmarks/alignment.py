@@ -299,11 +299,19 @@ def alignment_runs(folder: Path) -> list[tuple[Path, dict]]:
     return [(p, r) for p, r in runs if r.get("benchmark") == "alignment"]
 
 
+def _correlations(row: dict) -> str:
+    """The RM~oracle rank correlation of the combined reward, pooled / within user (runs
+    recorded before the within-user one: "-")."""
+    within = row.get("within_user_correlation", {}).get("reward")
+    return f"{row['rank_correlation']['reward']:.2f} / " + ("-" if within is None else f"{within:.2f}")
+
+
 def summarize(folder: Path) -> str:
     """One table over every run in ``folder``: each aligned model against its run's NTP model,
     by the oracle (mean per user, paired difference and standard error) and by the RM."""
     head = ("| run (tag) | model | pairs by | r_DPO | lambda / NTP weight | oracle swt | oracle vtr "
-            "| oracle ltr | oracle wtr | oracle reward | RM reward | RM~oracle Spearman (reward) "
+            "| oracle ltr | oracle wtr | oracle reward | RM reward "
+            "| RM~oracle Spearman (reward): pooled / within user "
             "| Recall@10 | IPA s/iteration |")
     lines = [head, "|---" * 14 + "|"]
 
@@ -336,7 +344,7 @@ def summarize(folder: Path) -> str:
                 f"| {_change(row, 'oracle_swt_mean', '{:.1f}')} "
                 f"| {_change(row, 'oracle_vtr_mean', '{:.4f}')} | {_change(row, 'oracle_ltr_mean', '{:.4f}')} "
                 f"| {_change(row, 'oracle_wtr_mean', '{:.5f}')} | {_change(row, 'oracle_reward_mean', '{:.3f}')} "
-                f"| {_change(row, 'rm_reward_mean', '{:.3f}')} | {row['rank_correlation']['reward']:.2f} "
+                f"| {_change(row, 'rm_reward_mean', '{:.3f}')} | {_correlations(row)} "
                 f"| {_recall(row)} | {per_iteration} |"
             )  # fmt: skip
         for name, values in r.get("best_of_n", {}).items():  # one session per user, no pairing

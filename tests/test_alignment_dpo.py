@@ -15,7 +15,8 @@ from onerec.alignment import RewardModel, RewardModelConfig, RewardTrainConfig, 
 from onerec.alignment import ipa as ipa_module
 from onerec.alignment import train_reward_model
 from onerec.alignment.dpo import dpo_loss, session_log_probs
-from onerec.alignment.evaluate import alignment_table, generate_and_grade
+from onerec.alignment.evaluate import (METRICS, alignment_table, generate_and_grade,
+                                       rank_correlation, within_user_correlation)  # fmt: skip
 from onerec.alignment.ipa import AlignConfig, align
 from onerec.alignment.pairs import OracleReward, beam_sessions, sample_pairs
 from onerec.data.schema import Dataset
@@ -242,3 +243,16 @@ def test_evaluation_grades_by_rm_and_oracle(platform: dict) -> None:
     assert table["a"]["oracle_swt_mean"] == pytest.approx(truth["swt"].mean())
     assert table["a"]["oracle_swt_max"] == pytest.approx(truth["swt"].reshape(6, 3).max(1).mean())
     assert -1 <= table["a"]["rank_correlation"]["reward"] <= 1
+
+
+def test_within_user_correlation_ignores_differences_between_users() -> None:
+    # both graders order each user's three sessions alike, but the RM ranks the users the
+    # opposite way round: pooled, the two disagree; within each user they agree exactly
+    rm = np.array([[10.0, 11, 12], [5, 6, 7], [0, 1, 2]])
+    oracle = np.array([[0.0, 1, 2], [5, 6, 7], [10, 11, 12]])
+    tied = np.array([[1.0, 1, 1], [1, 2, 3], [3, 2, 1]])  # user 0 is all ties: left out
+    graded = {"rm": {m: rm for m in METRICS}, "oracle": {m: oracle for m in METRICS}}
+    graded["rm"]["ltr"] = tied
+    within, pooled = within_user_correlation(graded), rank_correlation(graded)
+    assert within["reward"] == pytest.approx(1.0) and pooled["reward"] < 0
+    assert within["ltr"] == pytest.approx(0.0)  # +1 for user 1, -1 for user 2

@@ -347,7 +347,7 @@ def cmd_reward_train(args: argparse.Namespace) -> int:
     if args.item_embedding:
         features = np.array(ds.item_table.embedding(args.item_embedding), dtype=np.float64)
     model = {"d_model": args.d_model, "dropout": args.dropout, "item_ids": args.item_ids,
-             "weights": tuple(_numbers(args.weights, "--weights"))}  # fmt: skip
+             "targets": args.targets, "weights": tuple(_numbers(args.weights, "--weights"))}
     config = RewardTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                holdout=args.holdout, rate_features=not args.no_rate_features,
                                seed=args.seed)  # fmt: skip
@@ -404,6 +404,9 @@ def _add_alignment_commands(sub: argparse._SubParsersAction) -> None:
                     "as side features")
     rt.add_argument("--item-ids", action="store_true",
                     help="also learn a vector per item id (overfits when items have few sessions)")
+    rt.add_argument("--targets", choices=["session", "item"], default="session",
+                    help="session: towers on the pooled session, trained on its values (the "
+                    "paper); item: towers on every item, trained on each exposure's feedback")
     rt.add_argument("--d-model", type=int, default=32)
     rt.add_argument("--dropout", type=float, default=0.0)
     rt.add_argument("--epochs", type=int, default=12)

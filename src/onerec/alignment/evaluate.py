@@ -4,8 +4,8 @@ For every model, K sessions per held-out user (its K best beams, history items e
 graded: mean over a user's sessions and max (the best one) of swt, vtr, wtr, ltr and the combined
 reward, averaged over users (the paper's Table 1, with ground truth beside the RM); paired
 differences against a base model with their standard errors; and the Spearman rank correlation
-between the RM's and the oracle's values over all graded sessions (reward hacking shows as a
-correlation that falls while the RM's gain grows).
+between the RM's and the oracle's values, over all graded sessions and within each user's
+sessions (reward hacking shows as a correlation that falls while the RM's gain grows).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def alignment_table(
                         baseline = getattr(graded[base][grader][metric], how)(axis=1)
                         row[f"{key}_vs_{base}"] = _paired(per_user, baseline)
         row["rank_correlation"] = rank_correlation(by_grader)
+        row["within_user_correlation"] = within_user_correlation(by_grader)
         table[model] = row
     return table
 
@@ -91,6 +92,20 @@ def rank_correlation(graded: dict[str, dict[str, np.ndarray]]) -> dict[str, floa
     return {metric: float(spearmanr(graded["rm"][metric].ravel(),
                                     graded["oracle"][metric].ravel()).statistic)
             for metric in METRICS}  # fmt: skip
+
+
+def within_user_correlation(graded: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Per metric, the mean over users of the Spearman correlation of the RM's and the oracle's
+    values across that user's K sessions: what DPO pairs use (chosen and rejected are one
+    user's), free of the differences between users that the pooled correlation also counts.
+    Users whose K values are all tied under either grader are left out."""
+    out = {}
+    for metric in METRICS:
+        rm, oracle = graded["rm"][metric], graded["oracle"][metric]
+        ok = (np.ptp(rm, axis=1) > 0) & (np.ptp(oracle, axis=1) > 0)
+        values = [spearmanr(a, b).statistic for a, b in zip(rm[ok], oracle[ok])]
+        out[metric] = float(np.mean(values)) if values else float("nan")
+    return out
 
 
 def markdown_table(table: dict[str, dict[str, Any]], base: str) -> str:
