@@ -24,13 +24,12 @@ def test_reward_train_and_align_commands(tmp_path, capsys) -> None:
                  "--preset", "tiny", "--epochs", "1", "--session-items", "5",
                  "--eval-users", "20", "--device", "cpu"]) == 0  # fmt: skip
     assert main(["reward", "train", data, "--out", str(tmp_path / "rm"), "--epochs", "1",
-                 "--item-embedding", "content", "--weights", "1,1,0,2", "--targets", "item",
-                 "--quiet"]) == 0  # fmt: skip
+                 "--item-embedding", "content", "--weights", "1,1,0,2", "--quiet"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "vtr_auc" in out and "vs" in out
     config = json.loads((tmp_path / "rm" / "reward_config.json").read_text())
     assert config["weights"] == [1.0, 1.0, 0.0, 2.0] and not config["item_ids"]
-    assert config["targets"] == "item"
+    assert config["targets"] == "item"  # the CLI's default: per-exposure towers
     assert config["item_features"] == 64 + 9  # the content embedding and the rate features
     assert main(["align", str(tmp_path / "ntp"), data, "--reward", str(tmp_path / "rm"),
                  "--out", str(tmp_path / "ipa"), "--r-dpo", "0.2", "--n-sessions", "4",

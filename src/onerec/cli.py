@@ -404,9 +404,10 @@ def _add_alignment_commands(sub: argparse._SubParsersAction) -> None:
                     "as side features")
     rt.add_argument("--item-ids", action="store_true",
                     help="also learn a vector per item id (overfits when items have few sessions)")
-    rt.add_argument("--targets", choices=["session", "item"], default="session",
-                    help="session: towers on the pooled session, trained on its values (the "
-                    "paper); item: towers on every item, trained on each exposure's feedback")
+    rt.add_argument("--targets", choices=["session", "item"], default="item",
+                    help="item (default): towers on every item, trained on each exposure's "
+                    "feedback (ranks a user's sessions better, docs/alignment.md); session: "
+                    "towers on the pooled session, trained on its values (the paper)")
     rt.add_argument("--d-model", type=int, default=32)
     rt.add_argument("--dropout", type=float, default=0.0)
     rt.add_argument("--epochs", type=int, default=12)
