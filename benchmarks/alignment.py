@@ -81,16 +81,18 @@ def main() -> None:
     p.add_argument("--eval-users", type=int, default=300)
     p.add_argument("--sessions-per-user", type=int, default=8)
     p.add_argument("--onerec-epochs", type=int, default=None, help="default: the scale's")
-    p.add_argument("--rm", choices=sorted(REWARD_SETTINGS), default="v2",
+    p.add_argument("--rm", choices=sorted(REWARD_SETTINGS), default="v3",
                    help="reward-model settings (REWARD_SETTINGS); each trains into its own folder "
                    "of --run-dir, so a new variant is trained, not reloaded")
-    p.add_argument("--iterations", type=int, default=2)
-    p.add_argument("--r-dpo", type=float, default=0.1)
+    # the defaults are the measured recipe (docs/alignment.md): RM v3, three iterations at r_DPO
+    # 0.2 and lambda 0.3
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--r-dpo", type=float, default=0.2)
     p.add_argument("--n-sessions", type=int, default=128)
     p.add_argument("--strategy", default="best_worst")
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--dpo-weight", type=float, default=0.1)
+    p.add_argument("--dpo-weight", type=float, default=0.3)
     p.add_argument("--ntp-weight", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--pairs-per-step", type=int, default=16)
