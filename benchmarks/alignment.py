@@ -454,6 +454,7 @@ REFERENCE_ROWS = ("popularity", "sasrec-ce", "true-top", "random")
 OBJECTIVE_ROWS = ("ntp", *REFERENCE_ROWS)
 # the IPA setting every weighting is run with (one iteration each; the ipa-1 row of longer runs)
 OBJECTIVE_SETTING = {"r_dpo": 0.2, "strategy": "best_worst", "dpo_weight": 0.1, "ntp_weight": 1.0}
+OBJECTIVE_RM = "v2"  # the reward model the weightings were measured with
 
 
 def write_objectives(out: Path) -> None:
@@ -464,7 +465,7 @@ def write_objectives(out: Path) -> None:
     points: dict[str, dict] = {}
     for path, r in alignment_runs(out):
         a = r["align_config"]
-        if (r.get("rm_variant") != "v2" or r.get("pair_reward", "rm") != "rm"
+        if (r.get("rm_variant") != OBJECTIVE_RM or r.get("pair_reward", "rm") != "rm"
                 or any(a[k] != v for k, v in OBJECTIVE_SETTING.items())
                 or "ipa-1" not in r["table"]):  # fmt: skip
             continue

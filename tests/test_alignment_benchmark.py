@@ -47,21 +47,22 @@ def test_alignment_benchmark_runs_at_tiny_scale(tmp_path: Path, monkeypatch) -> 
     script.main()
     again = json.loads((out / "alignment_oracle.json").read_text())
     assert again["table"]["ntp"] == result["table"]["ntp"]
-    # another reward-model variant is trained into its own folder, not reloaded from v2's
+    # another reward-model variant is trained into its own folder, not reloaded from v3's
     monkeypatch.setattr(sys, "argv", common + ["--best-of-n", "0", "--rm", "v1", "--tag", "_v1"])
     script.main()
     v1 = json.loads((out / "alignment_v1.json").read_text())
     assert (tmp_path / "runs" / "reward_model").is_dir()
-    assert (tmp_path / "runs" / "reward_model_v2").is_dir()
+    assert (tmp_path / "runs" / "reward_model_v3").is_dir()
     assert v1["rm_variant"] == "v1" and v1["reward_model"] != result["reward_model"]
     monkeypatch.setattr(sys, "argv", ["alignment.py", "--summarize", "--out", str(out)])
     script.main()
     summary = (out / "alignment_summary.md").read_text()
     assert "| _oracle | ipa-1 | oracle |" in summary and "ntp-continued-1" in summary
     assert "| (first) | sasrec-ce |" in summary
-    # the multi-objective table and plot: the RM-v2 runs at the objectives' setting, with the
-    # NTP model and the reference rows as points (the oracle- and v1-paired runs left out)
-    monkeypatch.setattr(script, "OBJECTIVE_SETTING", {"r_dpo": 0.3, "dpo_weight": 0.1})
+    # the multi-objective table and plot: the runs of one RM at the objectives' setting, with
+    # the NTP model and the reference rows as points (the oracle- and v1-paired runs left out)
+    monkeypatch.setattr(script, "OBJECTIVE_SETTING", {"r_dpo": 0.3, "dpo_weight": 0.3})
+    monkeypatch.setattr(script, "OBJECTIVE_RM", "v3")
     monkeypatch.setattr(sys, "argv", ["alignment.py", "--summarize-objectives", "--out", str(out)])
     script.main()
     points = json.loads((out / "alignment_objectives.json").read_text())["points"]
