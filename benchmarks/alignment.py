@@ -116,7 +116,9 @@ def main() -> None:
                    help="only gather every alignment*.json in --out into alignment_summary.md")
     p.add_argument("--summarize-platforms", type=Path, default=None, metavar="DIR",
                    help="only gather the runs in DIR (one per platform) into "
-                   "--out/alignment_platforms.{md,json}")
+                   "--out/<--platforms-name>.{md,json}")
+    p.add_argument("--platforms-name", default="alignment_platforms",
+                   help="file name (no suffix) of the --summarize-platforms table")
     p.add_argument("--summarize-objectives", action="store_true",
                    help="only gather the runs in --out with other RM tower weights into "
                    "alignment_objectives.{md,json,png}")
@@ -125,7 +127,7 @@ def main() -> None:
         (args.out / "alignment_summary.md").write_text(summarize(args.out))
         return
     if args.summarize_platforms:
-        write_platforms(args.summarize_platforms, args.out)
+        write_platforms(args.summarize_platforms, args.out, args.platforms_name)
         return
     if args.summarize_objectives:
         write_objectives(args.out)
@@ -400,9 +402,9 @@ def _changed_fields(config: dict, default: dict, where: str = "") -> list[str]:
     return out
 
 
-def write_platforms(folder: Path, out: Path) -> None:
-    """``alignment_platforms.{md,json}``: per platform (one run in ``folder`` each), the NTP
-    model and every IPA iteration by the oracle, paired against the NTP model."""
+def write_platforms(folder: Path, out: Path, name: str = "alignment_platforms") -> None:
+    """``<name>.{md,json}``: per platform (one run in ``folder`` each), the NTP model and every
+    IPA iteration by the oracle, paired against the NTP model."""
     rows = []
     for path, r in alignment_runs(folder):
         sim = r["simulator"]
@@ -415,7 +417,8 @@ def write_platforms(folder: Path, out: Path) -> None:
                 "platform": path.stem[len("alignment_"):], "changed": changed,
                 "users": sim["users"]["num_users"], "items": sim["catalog"]["num_items"],
                 "eval_users": r["eval_users"], "model": model,
-                "r_dpo": r["align_config"]["r_dpo"],
+                "r_dpo": r["align_config"]["r_dpo"], "rm_variant": r.get("rm_variant", "v1"),
+                "dpo_weight": r["align_config"]["dpo_weight"],
                 "rm": {k: round(v, 3) for k, v in r["reward_model"]["reward_model"].items()},
                 "rm_item_average": {k: round(v, 3) for k, v in
                                     r["reward_model"]["item_average"].items()},
@@ -424,28 +427,30 @@ def write_platforms(folder: Path, out: Path) -> None:
                 "rank_correlation": row["rank_correlation"], "recall": row["recall"],
                 "seconds": r["seconds"],
             })  # fmt: skip
-    lines = ["| platform | what differs from the default | users / items | model | oracle swt "
-             "| oracle vtr | oracle ltr | oracle reward | RM~oracle (reward) | Recall@10 |",
-             "|---" * 10 + "|"]  # fmt: skip
+    lines = ["| platform | what differs from the default | users / items | RM, lambda | model "
+             "| oracle swt | oracle vtr | oracle ltr | oracle reward | RM~oracle (reward) "
+             "| Recall@10 |", "|---" * 11 + "|"]  # fmt: skip
     for row in rows:
         lines.append(
             f"| {row['platform']} | {', '.join(row['changed'])} | {row['users']:,} / "
-            f"{row['items']:,} | {row['model']} | {_change(row, 'oracle_swt_mean', '{:.1f}')} "
+            f"{row['items']:,} | {row['rm_variant']}, {row['dpo_weight']} | {row['model']} "
+            f"| {_change(row, 'oracle_swt_mean', '{:.1f}')} "
             f"| {_change(row, 'oracle_vtr_mean', '{:.4f}')} "
             f"| {_change(row, 'oracle_ltr_mean', '{:.4f}')} "
             f"| {_change(row, 'oracle_reward_mean', '{:.3f}')} "
             f"| {row['rank_correlation']['reward']:.2f} | {_recall(row)} |"
         )  # fmt: skip
-    (out / "alignment_platforms.json").write_text(json.dumps(
+    (out / f"{name}.json").write_text(json.dumps(
         {"benchmark": "alignment_platforms", "source": str(folder), "rows": rows}, indent=2,
         default=float))  # fmt: skip
-    (out / "alignment_platforms.md").write_text(
+    (out / f"{name}.md").write_text(
         "# IPA on other platform configurations, graded by the oracle\n\n"
         f"One run of `benchmarks/alignment.py --simulator CONFIG.json` per platform (configs in "
         f"benchmarks/configs/, runs in {folder}); each IPA model against the same platform's NTP "
         "model on its held-out users: mean per user, in brackets the paired relative change and "
         "its size in standard errors. Written by "
-        f"`python benchmarks/alignment.py --summarize-platforms {folder}`.\n\n"
+        f"`python benchmarks/alignment.py --summarize-platforms {folder} --platforms-name "
+        f"{name}`.\n\n"
         + "\n".join(lines) + "\n"
     )
 

@@ -92,6 +92,6 @@ def test_alignment_benchmark_on_another_platform_and_its_table(tmp_path: Path, m
     script.main()
     table = (tmp_path / "alignment_platforms.md").read_text()
     changed = "users.interests_per_user=2, response.tag_fatigue=0.6, seed=3"
-    assert f"| fatigue | {changed} | 100 / 250 |" in table
+    assert f"| fatigue | {changed} | 100 / 250 | v3, 0.3 |" in table
     rows = json.loads((tmp_path / "alignment_platforms.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["ntp", "ipa-1"]
