@@ -121,8 +121,8 @@ def fit_scales(
     scale = float(np.quantile(watch, quantile))
     if not scale > 0:
         raise AlignmentConfigError(
-            f"the training {targets}s' {quantile} quantile of watch time is {scale}: the log "
-            "has no watch time to learn swt from"
+            f"the training {'exposures' if targets == 'item' else 'sessions'}' {quantile} "
+            f"quantile of watch time is {scale}: the log has no watch time to learn swt from"
         )
     per_item = train.signals.reshape(-1, len(SIGNALS))[train.items.reshape(-1) >= 0].mean(0)
     if np.any(per_item <= 0):
