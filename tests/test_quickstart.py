@@ -125,6 +125,8 @@ def test_bad_settings_are_named() -> None:
         QuickstartConfig(ipa_r_dpo=1.5)
     with pytest.raises(ConfigError, match="n_sessions"):
         QuickstartConfig(ipa_n_sessions=1)
+    with pytest.raises(ConfigError, match="dpo_weight"):
+        QuickstartConfig(ipa_dpo_weight=-0.1)
 
 
 def test_next_item_targets_train_a_model_that_still_generates_sessions(tmp_path: Path) -> None:

@@ -19,11 +19,11 @@ progress bars); each is one function below, and :func:`run` calls them in order:
 5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
    1 + 2 layers and 4 experts, 5 epochs, otherwise the library's defaults: dropout 0.1, no
    user-id embedding, averaged weights; most of the quickstart's time);
-6. **align OneRec** (docs/alignment.md): a reward model (RM v2, ``REWARD_SETTINGS``) trained on
+6. **align OneRec** (docs/alignment.md): a reward model (RM v3, ``REWARD_SETTINGS``) trained on
    every logged session with its realised feedback, then ``ipa_iterations`` of Iterative
    Preference Alignment from the trained OneRec (r_DPO ``ipa_r_dpo`` of the training users who
    are not evaluation users, N = ``ipa_n_sessions`` beams each, best against worst by the RM,
-   lambda 0.1); the aligned model is graded beside the NTP one (``onerec-ipa``);
+   lambda ``ipa_dpo_weight``); the aligned model is graded beside the NTP one (``onerec-ipa``);
 7. **train the baselines**: popularity (training counts) and SASRec with full-softmax CE
    (dropout 0.2, batches of 64 users, early stopping with S3-Rec's patience of 10
    validations, at most 150 s);
@@ -136,13 +136,15 @@ class QuickstartConfig:
     exclude_seen: bool = True
     examples: int = 3
     # preference alignment: the RM (REWARD_SETTINGS[reward_settings]; reward_epochs None keeps
-    # its epochs), then IPA; 0 iterations leaves alignment out. One iteration at r_DPO 0.2 is
-    # what the 15-minute budget holds; why these settings: docs/alignment.md#in-the-quickstart
-    reward_settings: str = "v2"
+    # its epochs), then IPA; 0 iterations leaves alignment out. The benchmark's recipe (RM v3,
+    # r_DPO 0.2, lambda 0.3) for one iteration, what the 15-minute budget holds; why these
+    # settings: docs/alignment.md#in-the-quickstart
+    reward_settings: str = "v3"
     reward_epochs: int | None = None
     ipa_iterations: int = 1
     ipa_r_dpo: float = 0.2
     ipa_n_sessions: int = 128
+    ipa_dpo_weight: float = 0.3  # lambda
     simulator: SimulatorConfig | None = None
 
     def __post_init__(self) -> None:
@@ -181,7 +183,8 @@ class QuickstartConfig:
             )
         if self.ipa_iterations:
             # r_DPO and N checked now, not after OneRec's training
-            AlignConfig(r_dpo=self.ipa_r_dpo, n_sessions=self.ipa_n_sessions)
+            AlignConfig(r_dpo=self.ipa_r_dpo, n_sessions=self.ipa_n_sessions,
+                        dpo_weight=self.ipa_dpo_weight)
         if self.candidates < self.session_items:
             raise ConfigError(
                 f"candidates ({self.candidates}) must be >= session_items ({self.session_items})"
@@ -274,7 +277,8 @@ def run(
         with _stage("train the reward model on the logged sessions", seconds, "train_reward"):
             reward = train_reward(sim, dataset, cfg, out / "reward_model", progress)
         with _stage(f"align OneRec: {cfg.ipa_iterations} IPA iteration(s), r_DPO "
-                    f"{cfg.ipa_r_dpo}, {cfg.ipa_n_sessions} beams per drawn user", seconds,
+                    f"{cfg.ipa_r_dpo}, lambda {cfg.ipa_dpo_weight}, {cfg.ipa_n_sessions} beams "
+                    "per drawn user", seconds,
                     "align"):  # fmt: skip
             aligned = align_onerec(trained, reward, dataset, users, cfg, out / "ipa", progress)
     with _stage("train popularity and SASRec (CE)", seconds, "train_baselines"):
@@ -435,15 +439,16 @@ def reward_item_features(sim: Simulator, dataset: Dataset) -> np.ndarray:
 
 
 def ipa_config(cfg: QuickstartConfig, lr: float = 3e-4, **settings: Any) -> AlignConfig:
-    """IPA of the quickstart's OneRec: ``cfg``'s iterations, r_DPO and N; the rest
-    :class:`AlignConfig`'s defaults (best against worst, lambda 0.1, beta 0.1); each iteration
+    """IPA of the quickstart's OneRec: ``cfg``'s iterations, r_DPO, N and lambda; the rest
+    :class:`AlignConfig`'s defaults (best against worst, beta 0.1); each iteration
     trains one epoch like the NTP run, at learning rate ``lr``. ``settings`` (AlignConfig
     fields) replace any of them."""
     train = {"session_items": cfg.session_items, "history_length": cfg.history_length,
              "batch_size": cfg.onerec_batch_size, "eval_users": cfg.validation_users, "lr": lr,
              "device": "cpu"}  # fmt: skip
     base = {"iterations": cfg.ipa_iterations, "r_dpo": cfg.ipa_r_dpo,
-            "n_sessions": cfg.ipa_n_sessions, "session_items": cfg.session_items,
+            "n_sessions": cfg.ipa_n_sessions, "dpo_weight": cfg.ipa_dpo_weight,
+            "session_items": cfg.session_items,
             "seed": cfg.seed, "train": train}  # fmt: skip
     return AlignConfig(**{**base, **settings})
 
@@ -723,7 +728,8 @@ def _report(
         f"{cfg.exclude_seen}). Values are the simulator's exact expectations (swt in seconds); "
         "mean = average over a user's sessions, max = the best one, both averaged over users. "
         "OneRec: its best beams, before (onerec) and after preference alignment (onerec-ipa: "
-        f"{cfg.ipa_iterations} IPA iteration(s) with a reward model, r_DPO {cfg.ipa_r_dpo}); "
+        f"{cfg.ipa_iterations} IPA iteration(s) with a reward model, r_DPO {cfg.ipa_r_dpo}, "
+        f"lambda {cfg.ipa_dpo_weight}); "
         "baselines: top 5, then Plackett-Luce draws from their top "
         f"{cfg.candidates}; true-top: the same over the true scores; random: uniform.\n\n"
         f"{markdown}\n\n{verdict}\n\n```\n{examples}\n```\n\nSeconds per stage: "
