@@ -4,6 +4,7 @@ dynamic batching off and on side by side, and the offline batch-64 throughput of
     python benchmarks/serving_load.py --run RUN_DIR --out benchmarks/results --name NAME
         [--loads 0.1,0.25,0.5,0.75,1,1.5,2] [--seconds 8] [--beam 32] [--items 5]
         [--history 20] [--max-batch 64] [--max-wait-ms 0] [--max-queue 256] [--workers 0]
+        [--device cpu]
 
 Steps, all in one run so that the numbers share a machine state:
 
@@ -304,18 +305,25 @@ def main() -> None:
     p.add_argument("--offline-batches", type=int, default=5)
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request")
     p.add_argument("--connections", type=int, default=1024, help="client connections at most")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the server and of the offline reference (cpu, cuda)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or Path(args.run).resolve().parent.name
-    workers = args.workers or len(os.sched_getaffinity(0))
-    torch.set_num_threads(max(1, torch.get_num_threads() // workers))  # as the server does
-    rec = Recommender.from_run(args.run)
+    # the server's own rule (serving.app.inference_workers): one per core on a CPU, one on an
+    # accelerator, where a single stream of batches keeps it busy
+    on_cpu = args.device == "cpu"
+    workers = args.workers or (len(os.sched_getaffinity(0)) if on_cpu else 1)
+    if on_cpu:
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))  # as the server does
+    rec = Recommender.from_run(args.run, device=args.device)
     bodies = make_bodies(rec, 512, args.history, args.items, args.beam)
     offline_before = offline_throughput(rec, bodies, 64, args.offline_batches, workers)
     print(f"offline batch-64: {offline_before:.1f} users/s", flush=True)
     rates = [max(1.0, float(f) * offline_before) for f in args.loads.split(",")]
-    common = ["--max-queue", str(args.max_queue), "--workers", str(workers)]
+    common = ["--max-queue", str(args.max_queue), "--workers", str(workers),
+              "--device", args.device]
     modes = {
         "off": ["--max-batch", "1", "--max-wait-ms", "0", *common],
         "on": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),

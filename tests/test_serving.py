@@ -410,5 +410,6 @@ def test_serving_load_benchmark_runs_and_records_both_modes(run, tmp_path, monke
             assert s["ok"] == 0 or s["p50_ms"] <= s["p99_ms"]
         assert steps[0]["ok"] > 0 and steps[0]["errors"] == 0
     assert result["modes"]["off"]["server_args"][:2] == ["--max-batch", "1"]
+    assert result["modes"]["on"]["server_args"][-2:] == ["--device", "cpu"]
     assert (tmp_path / "serving_load_t.png").stat().st_size > 0
     assert "batching on" in (tmp_path / "serving_load_t.md").read_text()
