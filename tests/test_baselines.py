@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from onerec.baselines import (
     BERT4Rec,
+    BSARec,
     ESASRec,
     FDSA,
     BaselineSettings,
@@ -25,7 +26,7 @@ from onerec.baselines import (
     item_attributes,
     run_benchmark,
 )
-from onerec.baselines.base import pad_histories, sequence_batches
+from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
 from onerec.baselines.benchmark import check_models
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.sasrec import _FullSoftmaxCE, next_item_loss
@@ -87,6 +88,8 @@ def small_model(name: str, dataset, split) -> SequentialRecommender:
         return SASRec(n, loss="ss", negatives=8, **kw)
     if name == "esasrec":
         return ESASRec(n, negatives=8, **kw)
+    if name == "bsarec":
+        return BSARec(n, c=3, **kw)
     if name == "bert4rec":
         return BERT4Rec(n, mask_prob=0.3, **kw)
     if name == "fdsa":
@@ -94,7 +97,7 @@ def small_model(name: str, dataset, split) -> SequentialRecommender:
     raise AssertionError(name)
 
 
-ALL = ["pop", "sasrec-ce", "sasrec-bce", "sasrec-ss", "bert4rec", "fdsa", "esasrec"]
+ALL = ["pop", "sasrec-ce", "sasrec-bce", "sasrec-ss", "bert4rec", "fdsa", "esasrec", "bsarec"]
 LEARNED = ALL[1:]
 FAST = BaselineTrainConfig(max_length=8, batch_size=16, lr=5e-3, epochs=60, patience=100,
                            eval_every=60, max_seconds=None)  # fmt: skip
@@ -106,6 +109,8 @@ def test_each_model_learns_the_cycle(name, dataset, split):
     model = small_model(name, dataset, split)
     # the cloze task teaches next-item prediction only through its masked last items: slower
     config = FAST if name != "bert4rec" else BaselineTrainConfig(**{**FAST.to_dict(), "epochs": 150, "eval_every": 150})
+    if name == "bsarec":  # its filter sees the future: it trains on prefixes, as published
+        config = dataclasses.replace(FAST, prefixes=True, epochs=20, eval_every=20)
     result = fit(model, split, config, progress=False)
     losses = [e["loss"] for e in result.log]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -240,6 +245,42 @@ def test_esasrec_gates_every_residual_branch(split):
     assert torch.allclose(blocks[0](x, mask), x)
 
 
+def test_prefix_training_sees_every_prefix_once_with_its_last_item_as_target(split):
+    rows, ends = prefix_samples(np.array([3, 1, 4, 0]))
+    assert rows.tolist() == [0, 0, 2, 2, 2] and ends.tolist() == [2, 3, 2, 3, 4]
+    sequences = Ragged.from_lists([[0, 1, 2], [5], [6, 7, 8, 9], []])
+    batch = prefix_batches(sequences, rows, ends, max_length=2)
+    # tokens are items + 1, right-aligned, cut to the last max_length + 1 items
+    assert batch.last_only and batch.users.tolist() == [0, 0, 2, 2, 2]
+    assert batch.tokens.tolist() == [[0, 1, 2], [1, 2, 3], [0, 7, 8], [7, 8, 9], [8, 9, 10]]
+    # SASRec learns the cycle from prefixes; a model whose loss reads every position refuses
+    set_seed(0)
+    model = small_model("sasrec-ce", None, split)
+    config = dataclasses.replace(FAST, prefixes=True, epochs=20, eval_every=20)
+    result = fit(model, split, config, progress=False)
+    assert result.log[-1]["loss"] < 0.5 * result.log[0]["loss"]
+    assert result.best_valid["recall@10"] == 1.0
+    with pytest.raises(ConfigError, match="prefixes"):
+        fit(small_model("bert4rec", None, split), split, config, progress=False)
+
+
+def test_bsarec_filter_splits_low_and_high_frequencies():
+    """beta = 1 leaves the input as it is; beta = 0 keeps only the lowest c // 2 + 1
+    frequencies: a constant sequence passes, an alternating one is removed."""
+    model = BSARec(20, max_length=8, hidden=4, layers=1, dropout=0.0, c=1)
+    f = model.blocks[0].filter
+    f.ln = torch.nn.Identity()  # look at the filter's own output: x + filtered(x)
+    constant, alternating = torch.ones(1, 8, 4), torch.tensor([1.0, -1.0] * 4).repeat(4, 1).T[None]
+    with torch.no_grad():
+        f.sqrt_beta.fill_(1.0)
+        assert torch.allclose(f(alternating), 2 * alternating, atol=1e-6)
+        f.sqrt_beta.zero_()
+        assert torch.allclose(f(constant), 2 * constant, atol=1e-6)
+        assert torch.allclose(f(alternating), alternating, atol=1e-6)
+    # scoring always reads a full window: a history shorter than max_length gives finite scores
+    assert model.scores(Ragged.from_lists([[3], [1, 2, 5]])).shape == (2, 20)
+
+
 def test_batches_are_right_aligned_and_grouped_by_length():
     seqs = Ragged.from_lists([[0, 1, 2], [4], [5, 6], [7, 8, 9, 10]])
     assert pad_histories(seqs, 3).tolist() == [[1, 2, 3], [0, 0, 5], [0, 6, 7], [9, 10, 11]]
@@ -277,6 +318,13 @@ def test_named_errors_for_bad_input(split):
         SASRec(10, layers=0)
     with pytest.raises(BaselineError, match="ff_multiplier"):
         ESASRec(10, ff_multiplier=0)
+    with pytest.raises(BaselineError, match="alpha"):
+        BSARec(10, alpha=1.5)
+    with pytest.raises(BaselineError, match="c must be"):
+        BSARec(10, max_length=8, c=9)
+    with pytest.raises(BaselineError, match="prefixes only"):
+        fit(BSARec(split.num_items, max_length=8), split,
+            dataclasses.replace(FAST, epochs=1), progress=False)  # fmt: skip
     model = SASRec(10, max_length=4)
     with pytest.raises(BaselineError, match="history items"):
         model.scores(Ragged.from_lists([[3, 10]]))

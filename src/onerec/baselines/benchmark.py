@@ -31,6 +31,7 @@ import torch
 
 from onerec.baselines.base import SequentialRecommender
 from onerec.baselines.bert4rec import BERT4Rec
+from onerec.baselines.bsarec import BSARec
 from onerec.baselines.esasrec import ESASRec
 from onerec.baselines.fdsa import FDSA, item_attributes
 from onerec.baselines.popularity import Popularity
@@ -63,6 +64,7 @@ MODELS: dict[str, Builder] = {
     "fdsa": lambda ds, split, L, **kw: FDSA(split.num_items, *item_attributes(ds), max_length=L,
                                             **kw),
     "esasrec": lambda ds, split, L, **kw: ESASRec(split.num_items, L, **kw),
+    "bsarec": lambda ds, split, L, **kw: BSARec(split.num_items, L, **kw),
 }
 
 # training settings that differ per model: the BCE loss learns from one negative per position,
@@ -73,6 +75,9 @@ TRAINING: dict[str, dict[str, Any]] = {
     "sasrec-bce": {"eval_every": 5, "patience": 4},
     "sasrec-ss": {"batch_size": 128},
     "esasrec": {"batch_size": 128},
+    # BSARec's pipeline: every prefix a sample (its filter cannot train on all positions at
+    # once), Adam at 5e-4 as its Beauty script
+    "bsarec": {"prefixes": True, "lr": 5e-4},
 }
 
 # published test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (shared/data/README.md);
@@ -89,6 +94,7 @@ PUBLISHED: dict[str, dict[str, dict[str, Any]]] = {
         "sasrec-ss": {"source": "eSASRec benchmark, SASRec+SS 256 negatives",
                       "values": [None, None, 0.0921, 0.0531]},
         "esasrec": {"source": "eSASRec paper benchmark", "values": [None, None, 0.0928, 0.0523]},
+        "bsarec": {"source": "BSARec paper", "values": [0.0736, 0.0523, 0.1008, 0.0611]},
     },
 }
 

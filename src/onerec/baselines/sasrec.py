@@ -242,9 +242,14 @@ class SASRec(SequentialRecommender):
         self.encoder = SequenceEncoder(num_items + 1, max_length, hidden, layers, heads, dropout,
                                        causal=True, block=block)  # fmt: skip
 
+    prefix_training = True
+
     def loss(self, batch: SequenceBatch) -> torch.Tensor:
         h = self.encoder(batch.tokens[:, :-1])
-        return next_item_loss(h, batch.tokens[:, 1:], self.encoder.items.weight, self.loss_kind,
+        targets = batch.tokens[:, 1:]
+        if batch.last_only:  # one prefix per row: its last item is the only target
+            h, targets = h[:, -1:], targets[:, -1:]
+        return next_item_loss(h, targets, self.encoder.items.weight, self.loss_kind,
                               self.negatives or 0)  # fmt: skip
 
     def forward_scores(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
