@@ -17,16 +17,18 @@ Three losses, as the benchmark compares them:
   epoch costs a fraction of the full softmax's, since 12k-item logits are never built.
 
 Depth, width, heads and dropout are constructor arguments; the block is one too
-(:class:`Block`, pre-norm, by default; eSASRec passes its gated LiGR block).
+(:class:`Block`, pre-norm, by default; eSASRec passes its gated LiGR block). With
+``BaselineTrainConfig(prefixes=True)`` every prefix of a training sequence is a sample with
+its loss on the last item only (how the benchmark trains ``sasrec-ce``).
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from typing import Callable
 
 from onerec.baselines.base import PAD, SequenceBatch, SequentialRecommender, attention_mask
 from onerec.exceptions import BaselineError
@@ -212,9 +214,11 @@ def next_item_loss(
     raise BaselineError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
 
 
-
 class SASRec(SequentialRecommender):
-    """Causal self-attention over the last ``max_length`` items; scores = h_last . E_item."""
+    """Causal self-attention over the last ``max_length`` items; scores = h_last . E_item.
+    Trains on whole sequences (a loss at every position) or on prefixes (the last one only)."""
+
+    prefix_training = True
 
     def __init__(
         self,
@@ -241,8 +245,6 @@ class SASRec(SequentialRecommender):
         self.negatives = negatives if loss == "ss" else None
         self.encoder = SequenceEncoder(num_items + 1, max_length, hidden, layers, heads, dropout,
                                        causal=True, block=block)  # fmt: skip
-
-    prefix_training = True
 
     def loss(self, batch: SequenceBatch) -> torch.Tensor:
         h = self.encoder(batch.tokens[:, :-1])
