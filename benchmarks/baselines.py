@@ -1,4 +1,4 @@
-"""Baselines (popularity, SASRec-CE, SASRec-BCE, BERT4Rec, FDSA, TIGER) on the standard
+"""Baselines (popularity, SASRec-CE/-BCE/-SS, BERT4Rec, FDSA, eSASRec, TIGER) on the standard
 leave-one-out protocol, in the same harness as OneRec (a thin script over
 ``onerec.baselines.benchmark``).
 
@@ -9,6 +9,12 @@ Writes ``benchmarks/results/baselines_<dataset>.json`` and ``.md``: test Recall/
 seen items kept and excluded (S3-Rec's setting; * marks the one validation selects), validation
 Recall@10, epochs, wall times, and the published numbers beside ours. Models already in the JSON
 and not run again are kept, so a model can be re-run alone.
+
+A settings sweep overrides the registered settings and measures validation only, into its own
+folder (the test is run once, for the selected setting):
+
+    python benchmarks/baselines.py --models sasrec-ss --set hidden=256 --valid-only \
+        --out benchmarks/results/sweeps/sasrec_beauty/hidden256
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from onerec.baselines.benchmark import ALL_MODELS, run_benchmark
+from onerec.baselines.benchmark import ALL_MODELS, BaselineSettings, run_benchmark
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.train import BaselineTrainConfig
 from onerec.model.config import parse_overrides
@@ -44,6 +50,14 @@ def main() -> None:
     parser.add_argument("--tiger-model", action="append", default=[], metavar="KEY=VALUE",
                         help="override of TIGER's model preset, repeatable (e.g. "
                              "encoder_layers=2); the record keeps them")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the models' registered constructor settings, "
+                             "repeatable (e.g. hidden=256, dropout=0.2); the record keeps them")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the training settings after the per-model ones, "
+                             "repeatable (e.g. batch_size=256, weight_decay=0.1)")
+    parser.add_argument("--valid-only", action="store_true",
+                        help="a sweep: measure validation only, never the test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--quiet", action="store_true")
@@ -57,6 +71,9 @@ def main() -> None:
                            config=config, work_dir=args.work_dir,
                            tiger=TigerSettings(epochs=args.tiger_epochs,
                                                model=parse_overrides(args.tiger_model)),
+                           settings=BaselineSettings(parse_overrides(args.set),
+                                                     parse_overrides(args.train),
+                                                     test=not args.valid_only),
                            progress=not args.quiet)  # fmt: skip
     print((args.out / f"baselines_{result['dataset']}.md").read_text())
 

@@ -14,7 +14,10 @@ import torch.nn.functional as F
 
 from onerec.baselines import (
     BERT4Rec,
+    BSARec,
+    ESASRec,
     FDSA,
+    BaselineSettings,
     BaselineTrainConfig,
     Popularity,
     SASRec,
@@ -23,10 +26,10 @@ from onerec.baselines import (
     item_attributes,
     run_benchmark,
 )
-from onerec.baselines.base import pad_histories, sequence_batches
+from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
 from onerec.baselines.benchmark import check_models
 from onerec.baselines.tiger import TigerSettings
-from onerec.baselines.sasrec import _FullSoftmaxCE
+from onerec.baselines.sasrec import _FullSoftmaxCE, next_item_loss
 from onerec.baselines.train import length_batches, set_seed
 from onerec.cli import main
 from onerec.data.examples import Examples
@@ -81,6 +84,12 @@ def small_model(name: str, dataset, split) -> SequentialRecommender:
         return SASRec(n, loss="ce", **kw)
     if name == "sasrec-bce":
         return SASRec(n, loss="bce", **kw)
+    if name == "sasrec-ss":
+        return SASRec(n, loss="ss", negatives=8, **kw)
+    if name == "esasrec":
+        return ESASRec(n, negatives=8, **kw)
+    if name == "bsarec":
+        return BSARec(n, c=3, **kw)
     if name == "bert4rec":
         return BERT4Rec(n, mask_prob=0.3, **kw)
     if name == "fdsa":
@@ -88,7 +97,7 @@ def small_model(name: str, dataset, split) -> SequentialRecommender:
     raise AssertionError(name)
 
 
-ALL = ["pop", "sasrec-ce", "sasrec-bce", "bert4rec", "fdsa"]
+ALL = ["pop", "sasrec-ce", "sasrec-bce", "sasrec-ss", "bert4rec", "fdsa", "esasrec", "bsarec"]
 LEARNED = ALL[1:]
 FAST = BaselineTrainConfig(max_length=8, batch_size=16, lr=5e-3, epochs=60, patience=100,
                            eval_every=60, max_seconds=None)  # fmt: skip
@@ -100,6 +109,8 @@ def test_each_model_learns_the_cycle(name, dataset, split):
     model = small_model(name, dataset, split)
     # the cloze task teaches next-item prediction only through its masked last items: slower
     config = FAST if name != "bert4rec" else BaselineTrainConfig(**{**FAST.to_dict(), "epochs": 150, "eval_every": 150})
+    if name == "bsarec":  # its filter sees the future: it trains on prefixes, as published
+        config = dataclasses.replace(FAST, prefixes=True, epochs=20, eval_every=20)
     result = fit(model, split, config, progress=False)
     losses = [e["loss"] for e in result.log]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -198,6 +209,78 @@ def test_full_softmax_loss_matches_cross_entropy():
     assert torch.allclose(grads[0], h.grad) and torch.allclose(grads[1], w.grad)
 
 
+def test_sampled_softmax_is_cross_entropy_over_the_target_and_its_negatives():
+    """``ss``: the target against ``negatives`` uniform items per position; a draw of the target
+    itself is no negative. Recomputed from the same draws by hand."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 3, 4, generator=g)
+    targets = torch.tensor([[0, 1, 2], [3, 1, 0]])  # 0 = no target
+    weights = torch.randn(4, 4, generator=g)  # 3 items + padding
+    torch.manual_seed(5)
+    loss = next_item_loss(hidden, targets, weights, "ss", negatives=6)
+    torch.manual_seed(5)
+    neg = torch.randint(1, 4, (4, 6))  # the same draws, one row per real target
+    h, t = hidden[targets != 0], targets[targets != 0]
+    expected = []
+    for hi, ti, ni in zip(h, t, neg):
+        logits = [hi @ weights[ti]] + [hi @ weights[j] for j in ni if j != ti]
+        expected.append(-torch.log_softmax(torch.stack(logits), 0)[0])
+    assert bool((neg == t[:, None]).any())  # the case under test occurs
+    assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+
+
+def test_esasrec_gates_every_residual_branch(split):
+    """eSASRec = SASRec's encoder with LiGR blocks: gated residuals, SwiGLU feed-forward."""
+    model = ESASRec(split.num_items, max_length=8, hidden=16, layers=2, heads=1, negatives=4)
+    blocks = model.encoder.blocks
+    assert len(blocks) == 2 and all(type(b).__name__ == "LiGRBlock" for b in blocks)
+    assert model.name == "esasrec" and model.loss_kind == "ss" and model.negatives == 4
+    with torch.no_grad():  # closed gates: each block passes its input through unchanged
+        for b in blocks:
+            for gate in (b.gate1, b.gate2):
+                gate.weight.zero_(), gate.bias.fill_(-1e4)
+    model.eval()
+    x = torch.randn(3, 8, 16)
+    mask = torch.ones(3, 1, 8, 8, dtype=torch.bool)
+    assert torch.allclose(blocks[0](x, mask), x)
+
+
+def test_prefix_training_sees_every_prefix_once_with_its_last_item_as_target(split):
+    rows, ends = prefix_samples(np.array([3, 1, 4, 0]))
+    assert rows.tolist() == [0, 0, 2, 2, 2] and ends.tolist() == [2, 3, 2, 3, 4]
+    sequences = Ragged.from_lists([[0, 1, 2], [5], [6, 7, 8, 9], []])
+    batch = prefix_batches(sequences, rows, ends, max_length=2)
+    # tokens are items + 1, right-aligned, cut to the last max_length + 1 items
+    assert batch.last_only and batch.users.tolist() == [0, 0, 2, 2, 2]
+    assert batch.tokens.tolist() == [[0, 1, 2], [1, 2, 3], [0, 7, 8], [7, 8, 9], [8, 9, 10]]
+    # SASRec learns the cycle from prefixes; a model whose loss reads every position refuses
+    set_seed(0)
+    model = small_model("sasrec-ce", None, split)
+    config = dataclasses.replace(FAST, prefixes=True, epochs=20, eval_every=20)
+    result = fit(model, split, config, progress=False)
+    assert result.log[-1]["loss"] < 0.5 * result.log[0]["loss"]
+    assert result.best_valid["recall@10"] == 1.0
+    with pytest.raises(ConfigError, match="prefixes"):
+        fit(small_model("bert4rec", None, split), split, config, progress=False)
+
+
+def test_bsarec_filter_splits_low_and_high_frequencies():
+    """beta = 1 leaves the input as it is; beta = 0 keeps only the lowest c // 2 + 1
+    frequencies: a constant sequence passes, an alternating one is removed."""
+    model = BSARec(20, max_length=8, hidden=4, layers=1, dropout=0.0, c=1)
+    f = model.blocks[0].filter
+    f.ln = torch.nn.Identity()  # look at the filter's own output: x + filtered(x)
+    constant, alternating = torch.ones(1, 8, 4), torch.tensor([1.0, -1.0] * 4).repeat(4, 1).T[None]
+    with torch.no_grad():
+        f.sqrt_beta.fill_(1.0)
+        assert torch.allclose(f(alternating), 2 * alternating, atol=1e-6)
+        f.sqrt_beta.zero_()
+        assert torch.allclose(f(constant), 2 * constant, atol=1e-6)
+        assert torch.allclose(f(alternating), alternating, atol=1e-6)
+    # scoring always reads a full window: a history shorter than max_length gives finite scores
+    assert model.scores(Ragged.from_lists([[3], [1, 2, 5]])).shape == (2, 20)
+
+
 def test_batches_are_right_aligned_and_grouped_by_length():
     seqs = Ragged.from_lists([[0, 1, 2], [4], [5, 6], [7, 8, 9, 10]])
     assert pad_histories(seqs, 3).tolist() == [[1, 2, 3], [0, 0, 5], [0, 6, 7], [9, 10, 11]]
@@ -229,6 +312,19 @@ def test_named_errors_for_bad_input(split):
         SASRec(10, dropout=1.5)
     with pytest.raises(BaselineError, match="divisible"):
         SASRec(10, hidden=30, heads=4)
+    with pytest.raises(BaselineError, match="negatives >= 1"):
+        SASRec(10, loss="ss", negatives=0)
+    with pytest.raises(BaselineError, match="layers, heads and hidden"):
+        SASRec(10, layers=0)
+    with pytest.raises(BaselineError, match="ff_multiplier"):
+        ESASRec(10, ff_multiplier=0)
+    with pytest.raises(BaselineError, match="alpha"):
+        BSARec(10, alpha=1.5)
+    with pytest.raises(BaselineError, match="c must be"):
+        BSARec(10, max_length=8, c=9)
+    with pytest.raises(BaselineError, match="prefixes only"):
+        fit(BSARec(split.num_items, max_length=8), split,
+            dataclasses.replace(FAST, epochs=1), progress=False)  # fmt: skip
     model = SASRec(10, max_length=4)
     with pytest.raises(BaselineError, match="history items"):
         model.scores(Ragged.from_lists([[3, 10]]))
@@ -259,9 +355,36 @@ def test_run_benchmark_writes_one_table(dataset, tmp_path):
     assert result["commit"] is not None and "machine" in result
     assert all(r["commit"] == result["commit"] for r in result["models"].values())
     table = (out / "baselines_cycle.md").read_text()
-    assert "| sasrec-ce |" in table and "| fdsa |" in table and "published" in table
+    # an uncapped run says so: the default cap is what the other rows had
+    assert "| sasrec-ce (time cap none) |" in table and "| fdsa (time cap none) |" in table
+    assert "| pop |" in table and "published" in table
     with pytest.raises(UnknownModelError):
         run_benchmark(str(folder), ["sasrec"], out, config=config, progress=False)
+
+
+def test_a_sweep_overrides_settings_and_never_tests(dataset, tmp_path):
+    """A sweep's record keeps its overrides, has validation numbers only, and the table says so
+    (with the time cap where it differs from the default)."""
+    folder = dataset.save(tmp_path / "cycle")
+    config = BaselineTrainConfig(max_length=8, epochs=2, max_seconds=None)
+    out = tmp_path / "sweep"
+    settings = BaselineSettings({"hidden": 16, "negatives": 4}, {"batch_size": 8}, test=False)
+    run_benchmark(str(folder), ["sasrec-ss"], out, config=config, settings=settings,
+                  progress=False)  # fmt: skip
+    record = json.loads((out / "baselines_cycle.json").read_text())["models"]["sasrec-ss"]
+    assert set(record["results"]) == {"valid", "valid_exclude_seen"}
+    assert record["hyperparameters"]["hidden"] == 16 and record["hyperparameters"]["negatives"] == 4
+    assert record["hyperparameters"]["blocks"] == 1  # the registered setting stays
+    assert record["train_config"]["batch_size"] == 8
+    assert record["hyperparameters"]["settings"]["test"] is False
+    table = (out / "baselines_cycle.md").read_text()
+    assert "| sasrec-ss (hidden=16, negatives=4, batch_size=8) (time cap none) | valid " in table
+    with pytest.raises(BaselineError, match="does not take"):
+        run_benchmark(str(folder), ["sasrec-ss"], out, config=config,
+                      settings=BaselineSettings({"width": 3}), progress=False)  # fmt: skip
+    with pytest.raises(BaselineError, match="unknown training setting"):
+        run_benchmark(str(folder), ["sasrec-ss"], out, config=config,
+                      settings=BaselineSettings(train={"speed": 3}), progress=False)  # fmt: skip
 
 
 def test_cli_benchmark(dataset, tmp_path, capsys):

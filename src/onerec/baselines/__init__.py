@@ -1,5 +1,5 @@
-"""Baselines in the same harness as OneRec: popularity, SASRec (BCE and CE), BERT4Rec, FDSA,
-TIGER.
+"""Baselines in the same harness as OneRec: popularity, SASRec (BCE, CE and sampled softmax),
+BERT4Rec, FDSA, eSASRec, BSARec, TIGER.
 
 Every scoring model honours :class:`SequentialRecommender` (``loss``, ``scores``, ``rank``), is
 trained by :func:`fit` and evaluated by :func:`onerec.evaluation.evaluate`. TIGER is OneRec's
@@ -9,7 +9,9 @@ same ``evaluate``. :func:`run_benchmark` runs the comparison and writes the tabl
 
 from onerec.baselines.base import SequenceBatch, SequentialRecommender
 from onerec.baselines.bert4rec import BERT4Rec
-from onerec.baselines.benchmark import ALL_MODELS, MODELS, run_benchmark
+from onerec.baselines.bsarec import BSARec
+from onerec.baselines.benchmark import ALL_MODELS, MODELS, BaselineSettings, run_benchmark
+from onerec.baselines.esasrec import ESASRec
 from onerec.baselines.fdsa import FDSA, item_attributes
 from onerec.baselines.popularity import Popularity
 from onerec.baselines.sasrec import SASRec
@@ -19,7 +21,10 @@ from onerec.baselines.train import BaselineTrainConfig, TrainResult, fit
 __all__ = [
     "ALL_MODELS",
     "BERT4Rec",
+    "BSARec",
+    "BaselineSettings",
     "BaselineTrainConfig",
+    "ESASRec",
     "FDSA",
     "MODELS",
     "Popularity",

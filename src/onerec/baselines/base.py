@@ -36,14 +36,17 @@ class SequenceBatch:
     """A batch of training sequences, right-aligned tokens ``(B, max_length + 1)`` (0 = padding).
 
     Causal models read ``tokens[:, :-1]`` and predict ``tokens[:, 1:]`` at every position; a
-    masked model (BERT4Rec) reads the last ``max_length`` tokens and hides some of them.
+    masked model (BERT4Rec) reads the last ``max_length`` tokens and hides some of them. With
+    ``last_only`` each row is one prefix of a user's sequence and only its last token is a
+    target (:func:`prefix_batches`).
     """
 
     tokens: torch.Tensor  # (B, L + 1) int64
     users: torch.Tensor  # (B,) int64 user indices
+    last_only: bool = False
 
     def to(self, device: torch.device | str) -> "SequenceBatch":
-        return SequenceBatch(self.tokens.to(device), self.users.to(device))
+        return SequenceBatch(self.tokens.to(device), self.users.to(device), self.last_only)
 
 
 def pad_histories(histories: Ragged, width: int) -> torch.Tensor:
@@ -67,6 +70,32 @@ def sequence_batches(
     return SequenceBatch(tokens, torch.from_numpy(rows))
 
 
+def prefix_samples(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every prefix of every training sequence with at least two items, as ``(rows, ends)``: the
+    sample ``i`` is ``sequences[rows[i]][:ends[i]]``, whose last item is its target."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    per_row = np.maximum(lengths - 1, 0)  # ends 2 .. length
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), per_row)
+    first = np.repeat(np.cumsum(per_row) - per_row, per_row)
+    ends = np.arange(len(rows), dtype=np.int64) - first + 2
+    return rows, ends
+
+
+def prefix_batches(
+    sequences: Ragged, rows: np.ndarray, ends: np.ndarray, max_length: int
+) -> SequenceBatch:
+    """The prefixes ``sequences[rows[i]][:ends[i]]``, each cut to its last ``max_length + 1``
+    items, right-aligned as :func:`sequence_batches` does; only the last token is a target.
+
+    Training on every prefix (BSARec's and FMLP-Rec's data pipeline) sees each target with its
+    history at the positions inference uses, the newest item in the last column."""
+    rows, ends = np.asarray(rows, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    widths = np.minimum(ends, max_length + 1)
+    picked = sequences.slices(sequences.offsets[rows] + ends - widths, widths)
+    tokens = pad_histories(picked, max(1, int(widths.max(initial=0))))
+    return SequenceBatch(tokens, torch.from_numpy(rows), last_only=True)
+
+
 class SequentialRecommender(nn.Module):
     """Base class: a next-item recommender over a fixed catalog of ``num_items`` items.
 
@@ -76,6 +105,7 @@ class SequentialRecommender(nn.Module):
 
     name: str = "base"
     trainable: bool = True  # False: nothing to fit (popularity)
+    prefix_training: bool = False  # True: ``loss`` honours ``SequenceBatch.last_only``
 
     def __init__(self, num_items: int, max_length: int = 50) -> None:
         super().__init__()
