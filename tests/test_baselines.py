@@ -27,7 +27,7 @@ from onerec.baselines import (
     run_benchmark,
 )
 from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
-from onerec.baselines.benchmark import check_models
+from onerec.baselines.benchmark import _hyperparameters, check_models
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.sasrec import _FullSoftmaxCE, next_item_loss
 from onerec.baselines.train import length_batches, set_seed
@@ -454,3 +454,15 @@ def test_tiger_reads_the_published_beauty_codes_aligned_to_our_items(data_dir, t
         tiger_tokens(ds, tmp_path / "t2", TigerSettings(codes="bogus"), seed=0)
     with pytest.raises(ConfigError, match="no published tokenization for 'other'"):
         published_ids(dataclasses.replace(ds, name="other"), data_dir)
+
+
+def test_records_name_the_blocks_of_every_transformer_baseline():
+    """SASRec's, eSASRec's LiGR and BSARec's blocks all count: depth, heads and width land in
+    the record whatever the block class is called."""
+    models = {(2, 2, 16): SASRec(20, 8, hidden=16, layers=2, heads=2),
+              (3, 1, 16): ESASRec(20, 8, hidden=16, layers=3, heads=1),
+              (2, 1, 32): BSARec(20, 8, hidden=32, layers=2, heads=1, c=3),
+              (2, 2, 64): BERT4Rec(20, 8)}  # fmt: skip
+    for (blocks, heads, hidden), model in models.items():
+        h = _hyperparameters(model)
+        assert (h["blocks"], h["heads"], h["hidden"]) == (blocks, heads, hidden), model.name

@@ -35,7 +35,7 @@ from onerec.baselines.bsarec import BSARec
 from onerec.baselines.esasrec import ESASRec
 from onerec.baselines.fdsa import FDSA, item_attributes
 from onerec.baselines.popularity import Popularity
-from onerec.baselines.sasrec import Dropout, SASRec
+from onerec.baselines.sasrec import Dropout, SASRec, SelfAttention
 from onerec.baselines.tiger import TigerSettings, run_tiger
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.registry import load_dataset
@@ -202,11 +202,13 @@ def _hyperparameters(model: SequentialRecommender) -> dict[str, Any]:
     dropouts = {m.p for m in model.modules() if isinstance(m, (torch.nn.Dropout, Dropout))}
     if dropouts:
         out["dropout"] = sorted(dropouts)
-    blocks = [m for m in model.modules() if type(m).__name__ == "Block"]
+    # transformer blocks of any kind (SASRec's, eSASRec's LiGR, BSARec's): modules whose
+    # attention is a SelfAttention
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "attn", None), SelfAttention)]
     if blocks:
         out["blocks"] = len(blocks)
         out["heads"] = blocks[0].attn.heads
-        out["hidden"] = blocks[0].ln1.normalized_shape[0]
+        out["hidden"] = blocks[0].attn.out.out_features
     return out
 
 
