@@ -413,3 +413,57 @@ def test_serving_load_benchmark_runs_and_records_both_modes(run, tmp_path, monke
     assert result["modes"]["on"]["server_args"][-2:] == ["--device", "cpu"]
     assert (tmp_path / "serving_load_t.png").stat().st_size > 0
     assert "batching on" in (tmp_path / "serving_load_t.md").read_text()
+
+
+# --- the latency bound --------------------------------------------------------------------------
+
+
+def _bound_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_bound.py"
+    spec = importlib.util.spec_from_file_location("serving_bound", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_ideal_batchers_queue_as_theory_says():
+    script = _bound_script()
+    cost = script.interpolate([1, 64], [0.010, 0.010 + 63 * 0.001])  # a fixed cost, then linear
+    # nearly idle: every request is alone and takes T(1)
+    lat = script.request_batcher(cost, 64, 1, rate=0.5, n=2000, seed=0)
+    assert np.allclose(np.percentile(lat, 50), 0.010, rtol=0.05)
+    # loaded: requests wait for the running batch, so the tail grows with the load
+    low = script.request_batcher(cost, 64, 1, rate=20, n=20000, seed=0)
+    high = script.request_batcher(cost, 64, 1, rate=60, n=20000, seed=0)
+    assert np.percentile(high, 99) > np.percentile(low, 99) > 0.010
+    # joining at the next step waits less than joining at the next batch
+    steady = script.continuous_batcher(cost, 64, steps=20, rate=60, n=5000, seed=0)
+    assert np.percentile(steady, 99) < np.percentile(high, 99)
+    # a second worker shares the load
+    two = script.request_batcher(cost, 64, 2, rate=60, n=20000, seed=0)
+    assert np.percentile(two, 99) < np.percentile(high, 99)
+
+
+def test_serving_bound_benchmark_records_cost_curve_and_bounds(run, tmp_path, monkeypatch):
+    import sys
+
+    script = _bound_script()
+    monkeypatch.setattr(sys, "argv", [
+        "serving_bound.py", "--run", str(run), "--out", str(tmp_path), "--name", "t",
+        "--beam", "8", "--items", "3", "--max-batch", "4", "--workers", "1,2", "--repeats", "1",
+        "--requests", "2000",
+    ])  # fmt: skip
+    script.main()
+    result = json.loads((tmp_path / "serving_bound_t.json").read_text())
+    assert result["sizes"] == [1, 2, 4] and result["config"]["decode_steps"] > 3
+    assert [w["workers"] for w in result["workers"]] == [1, 2]
+    for w in result["workers"]:
+        assert all(s > 0 for s in w["seconds"])
+        loads = w["bounds"]["loads"]
+        assert [r["fraction"] for r in loads] == list(script.LOADS)
+        p99 = [r["request_p99_over_single"] for r in loads]
+        assert p99[0] >= 1.0 - 1e-9 and p99[-1] >= p99[0]
+    assert "continuous_p99_over_single" in result["workers"][0]["bounds"]["loads"][0]
+    assert "| 1 | continuous |" in (tmp_path / "serving_bound_t.md").read_text()
