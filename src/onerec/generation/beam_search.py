@@ -46,7 +46,8 @@ class Beams(NamedTuple):
     (a tiny catalog, or exclusions)."""
 
     items: Tensor  # (B, K) ranking mode, (B, beam, m) session mode; int64 item ids
-    log_probs: Tensor  # (B, K) or (B, beam): the model's log-probability, best first
+    log_probs: Tensor  # (B, K) or (B, beam): the model's log-probability, best first (ranking
+    # mode with ``rerank_weight`` > 0: plus that weight times the item head's log-probability)
     codes: Tensor  # (B, K, L') or (B, beam, m, L'): the generated codes of every item
 
 
@@ -88,8 +89,25 @@ def beam_search_items(
         items, scores, codes = _search(
             model, memory, memory_mask, trie, beam_size, 1, banned, use_cache
         )
+        items, scores, codes = items[:, :, 0], scores, codes[:, :, 0]
+        if model.config.rerank_weight > 0:
+            items, scores, codes = _rerank(model, memory, semantic_ids, items, scores, codes)
     k = top_k_items
-    return Beams(items[:, :k, 0], scores[:, :k], codes[:, :k, 0])
+    return Beams(items[:, :k], scores[:, :k], codes[:, :k])
+
+
+def _rerank(
+    model: OneRec, memory: Tensor, semantic_ids: SemanticIds, items: Tensor, scores: Tensor,
+    codes: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """The beam's items (B, beam) re-ordered by log p + ``rerank_weight`` x the item head's log
+    p (see ``OneRecConfig``); empty slots (-1) stay last."""
+    head = model.item_log_probs(memory, semantic_ids.codes.to(memory.device))  # (B, N)
+    combined = scores + model.config.rerank_weight * head.gather(1, items.clamp(min=0))
+    combined = combined.masked_fill(items < 0, float("-inf"))
+    order = combined.argsort(dim=1, descending=True, stable=True)
+    return items.gather(1, order), combined.gather(1, order), codes[
+        torch.arange(items.shape[0], device=items.device)[:, None], order]
 
 
 def beam_search_sessions(

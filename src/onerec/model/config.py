@@ -83,6 +83,14 @@ class OneRecConfig:
     between similar items; this lets the encoder also memorize each item, as an item-ID model
     does. Two hashes make a full collision between two items rare (about N / buckets^2) at the
     memory of 2 x buckets rows; the decoder still generates semantic IDs. 0 (default) = off.
+    ``item_loss_weight``: when > 0, the model also has an *item head*: the encoder state of each
+    history item (its tokens' mean), projected, scores every catalog item by a dot product with
+    the item's embedding, the sum of its code tokens' embeddings (so a new item with known codes
+    gets a score, and no per-item table grows with the catalog). It is trained by a full softmax
+    over the catalog on the same next-item targets, added to the loss with this weight.
+    ``rerank_weight``: when ranking items (``beam_search_items``), a beam's score becomes its
+    log-probability plus this times the item head's log-probability of its item; the beam still
+    proposes every candidate. 0 (default) ranks by the beam alone.
     ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
     attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
@@ -105,6 +113,8 @@ class OneRecConfig:
     max_session_items: int = 5
     n_user_buckets: int = 1024
     item_hash_buckets: int = 0  # rows of each of the two hashed item-identity tables; 0 = none
+    item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
+    rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
     rel_buckets: int = 32
     rel_max_distance: int = 128
     tie_embeddings: bool = True
@@ -173,10 +183,15 @@ class OneRecConfig:
             raise ConfigError(
                 f"moe_balance must be one of {MOE_BALANCE_MODES}, got {self.moe_balance!r}"
             )
-        for name in ("aux_loss_weight", "bias_update_rate"):
+        for name in ("aux_loss_weight", "bias_update_rate", "item_loss_weight", "rerank_weight"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        if self.rerank_weight > 0 and not self.item_loss_weight > 0:
+            raise ConfigError(
+                f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
+                f"> 0 when training, or rerank_weight=0"
+            )
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:

@@ -276,10 +276,12 @@ class DecoderBlock(nn.Module):
 
 
 class LossOutput(NamedTuple):
-    loss: Tensor  # what to minimize: ntp + aux_loss_weight * aux
+    loss: Tensor  # what to minimize: ntp + aux_loss_weight * aux + item_loss_weight * item
     ntp: Tensor  # next-token cross-entropy: sum over code positions / normalizer
     aux: Tensor  # MoE load-balancing loss summed over MoE layers (0 unless "aux_loss")
     n_codes: int  # code positions that entered the loss (this process's share)
+    item_sum: Tensor | None = None  # the item head's cross-entropy summed over targets
+    n_item_targets: int = 0  # targets it was summed over (this process's share)
 
 
 @dataclass
@@ -351,6 +353,7 @@ class OneRec(nn.Module):
         self.dec_norm = RMSNorm(d, config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(d, self.layout.vocab_size,
                                                                      bias=False)  # fmt: skip
+        self.item_query = nn.Linear(d, d, bias=False) if config.item_loss_weight > 0 else None
         self.apply(self._init_weights)
         for table in (self.enc_rel, self.cross_rel, self.dec_rel):
             nn.init.zeros_(table.weight)  # start without positional preferences
@@ -546,6 +549,29 @@ class OneRec(nn.Module):
         memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features)
         return self.logits(self.decode(memory, memory_mask, decoder_input))
 
+    # --- item head ----------------------------------------------------------------------------
+    def item_queries(self, memory: Tensor) -> Tensor:
+        """``(B, n, d)``: the item head's query after every history column of encoder ``memory``
+        (B, 1 + n*L', d): the mean of the column's token states, projected."""
+        if self.item_query is None:
+            raise ModelError("the model has no item head: build it with item_loss_weight > 0")
+        b, s, d = memory.shape
+        n_levels = self.config.n_levels
+        pooled = memory[:, 1:].reshape(b, (s - 1) // n_levels, n_levels, d).mean(2)
+        return self.item_query(pooled)
+
+    def item_embeddings(self, catalog: Tensor) -> Tensor:
+        """``(N, d)``: every catalog item's embedding, the sum of its code tokens' embeddings;
+        ``catalog`` (N, L') holds the items' codes (``SemanticIds.codes``)."""
+        start = torch.tensor(self.layout.level_start, device=catalog.device)
+        return self.tok_emb(catalog.long() + start).sum(1)
+
+    def item_log_probs(self, memory: Tensor, catalog: Tensor) -> Tensor:
+        """``(B, N)``: the item head's log-probability of every catalog item being next after
+        the whole history in ``memory`` (its last column; histories are right-aligned)."""
+        query = self.item_queries(memory)[:, -1]
+        return F.linear(query, self.item_embeddings(catalog)).float().log_softmax(-1)
+
     # --- training objective ---------------------------------------------------------------------
     def _level_log_probs(self, hidden: Tensor, codes: Tensor) -> Tensor:
         """``log p`` ``(..., m, L')`` of ``codes`` (..., m, L') from decoder states (..., m*(L'+1)
@@ -598,6 +624,8 @@ class OneRec(nn.Module):
         segments: Tensor | None = None,
         normalizer: float | None = None,
         features: Tensor | None = None,
+        items: Tensor | None = None,
+        catalog: Tensor | None = None,
     ) -> LossOutput:
         """Next-token loss of every target in whole sequences, from one encoder pass.
 
@@ -610,6 +638,9 @@ class OneRec(nn.Module):
         session id) changes. ``normalizer``: divide the summed loss by this instead of the
         number of code positions here (data-parallel training divides by the global number).
         ``features`` (B, n, history_features): side features of every item, as in :meth:`encode`.
+        ``items`` (B, n) and ``catalog`` (N, L'): the item ids of ``tokens`` and every catalog
+        item's codes; with an item head (``item_loss_weight`` > 0) they are required, and the
+        head's softmax over the catalog scores the next item of every target too.
         """
         b, n, n_levels = tokens.shape
         if n < 2:
@@ -636,7 +667,21 @@ class OneRec(nn.Module):
         codes = (item_tokens - start).clamp(min=0)  # padding (PAD) becomes code 0, unscored
         logp = self._level_log_probs(hidden.view(b, g, *hidden.shape[1:]), codes)
         n_codes = int(keep.sum()) * n_levels
-        return self._loss_output(-(logp * keep.unsqueeze(3)).sum(), n_codes, normalizer)
+        out = self._loss_output(-(logp * keep.unsqueeze(3)).sum(), n_codes, normalizer)
+        if self.item_query is None:
+            return out
+        if items is None or catalog is None:
+            raise ModelError(
+                "the model has an item head (item_loss_weight > 0): pass items (the item ids of "
+                "tokens) and catalog (SemanticIds.codes) to sequence_loss"
+            )
+        query = self.item_queries(memory)[:, :-1][valid]  # (T, d): after column j - 1
+        logits = F.linear(query, self.item_embeddings(catalog)).float()
+        item_sum = F.cross_entropy(logits, items[:, 1:][valid].long(), reduction="sum")
+        n_targets = int(valid.sum())
+        weight = self.config.item_loss_weight
+        loss = out.loss + weight * item_sum / max(n_targets, 1)
+        return out._replace(loss=loss, item_sum=item_sum, n_item_targets=n_targets)
 
     def _loss_output(self, total: Tensor, n_codes: int, normalizer: float | None) -> LossOutput:
         ntp = total / (normalizer if normalizer is not None else max(n_codes, 1))

@@ -300,8 +300,8 @@ class Trainer:
 
     # --- one batch ------------------------------------------------------------------------------
     def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor | None, ...]:
-        """Item tokens, mask, target starts, users and side features (None when the model reads
-        none; zeros on padding) of windows ``rows``, right-aligned."""
+        """Item tokens, mask, target starts, users, side features (None when the model reads
+        none; zeros on padding) and item ids (-1 on padding) of windows ``rows``, right-aligned."""
         w = self.windows
         items = w.items.take(rows)
         width = int(items.lengths.max())
@@ -312,22 +312,29 @@ class Trainer:
         features = None
         if w.features is not None:
             features = pad_features(items, w.features.take(rows).values, width).to(self.device)
-        return tokens, mask, starts, torch.from_numpy(w.user[rows]).to(self.device), features
+        users = torch.from_numpy(w.user[rows]).to(self.device)
+        return tokens, mask, starts, users, features, padded
 
     def _train_step(self, batch: np.ndarray) -> dict[str, float]:
         c, model = self.config, self.model
         rows = batch[self.rank :: self.world]
         self.optimizer.zero_grad(set_to_none=False)
-        total = aux = torch.zeros((), device=self.device)
-        n_codes = 0
+        total = aux = item = torch.zeros((), device=self.device)
+        n_codes = n_item = 0
         if len(rows):  # a batch may have fewer windows than there are processes
-            tokens, mask, starts, users, features = self._tensors(rows)
+            tokens, mask, starts, users, features, items = self._tensors(rows)
             with self.autocast:
                 out = model.sequence_loss(tokens, mask, users, c.session_items, starts=starts,
-                                          normalizer=1.0, features=features)  # fmt: skip
+                                          normalizer=1.0, features=features, items=items,
+                                          catalog=self.ids.codes)  # fmt: skip
             total, n_codes, aux = out.ntp, out.n_codes, out.aux
+            if out.item_sum is not None:
+                item, n_item = out.item_sum, out.n_item_targets
         count = self._sum(torch.tensor(float(n_codes), device=self.device)).clamp(min=1)
         loss = total / count + model.config.aux_loss_weight * aux / self.world
+        if model.item_query is not None:  # the item head's softmax, per target over all processes
+            targets = self._sum(torch.tensor(float(n_item), device=self.device)).clamp(min=1)
+            loss = loss + model.config.item_loss_weight * item / targets
         if self.objective is not None:
             loss = self.objective(loss)
         if loss.requires_grad:
