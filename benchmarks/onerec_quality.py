@@ -1,7 +1,7 @@
 """OneRec quality on the standard leave-one-out protocol, from scratch: tokenize, train, test.
 
     python benchmarks/onerec_quality.py --datasets beauty --out benchmarks/results
-    python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --out benchmarks/results
+    python benchmarks/onerec_quality.py --datasets beauty,scientific,yelp --seeds 0,1,2
 
 The defaults are the command selected on validation, and they are the library's own defaults
 (the ``small`` preset, ``TrainConfig()``), so ``onerec train`` trains the same model; every
@@ -22,8 +22,12 @@ the same settings everywhere (nothing here is tuned per dataset):
    on validation Recall@10 (``selected`` in the JSON, * in the table): on Beauty no user ever
    returns to an item, on Yelp users do.
 
-Writes ``onerec_quality_<dataset>.json`` (commit, machine, config, stage times, validation and test
-metrics, published numbers beside them) and appends a row per dataset to ``onerec_quality.md``.
+Every seed of ``--seeds`` (default 0, 1 and 2) runs all three steps from scratch: its own
+tokenization and its own model. Per seed it writes ``onerec_quality_<dataset>_seed<S>.json``
+(commit, machine, config, stage times, validation and test metrics, published numbers beside
+them) and appends a row to ``onerec_quality.md``; then ``onerec_quality_<dataset>.json`` holds the
+summary over seeds (mean and sample standard deviation of validation Recall@10 and of the
+selected test metrics), with a summary row in the table when there are several seeds.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from onerec.baselines.benchmark import test_columns
 from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
+from onerec.exceptions import ConfigError
 from onerec.evaluation import exclude_seen_selected
 from onerec.model.config import parse_overrides
 from onerec.runinfo import environment, peak_rss_bytes
@@ -53,7 +59,7 @@ from onerec.tokenizer.pipeline import (
 )
 from onerec.tokenizer.published import PUBLISHED_CODES, published_ids
 from onerec.training import TrainConfig
-from onerec.training.pipeline import split_metrics, train_on_dataset
+from onerec.training.pipeline import METRICS, split_metrics, train_on_dataset
 
 # test Recall@5, NDCG@5, Recall@10, NDCG@10 on the same splits (../shared/data/README.md)
 PUBLISHED = {
@@ -104,19 +110,21 @@ def semantic_ids(ds, split, root: Path, seed: int, codes: str = "ours", data_dir
     return record, tok_dir, info
 
 
-def run(source: str, args: argparse.Namespace) -> dict:
-    """Tokenize, train and test on ``source`` (a registry name or a dataset folder); the record.
-    Runs live in ``args.runs / <dataset name>`` (resumed when present)."""
+def run(source: str, seed: int, args: argparse.Namespace) -> dict:
+    """Tokenize, train and test on ``source`` (a registry name or a dataset folder) with one
+    ``seed`` (the tokenizer's and the model's); the record. Runs live in
+    ``args.runs / <dataset name> / seed<seed>`` (resumed when present)."""
     times: dict[str, float] = {}
     start = time.perf_counter()
+    torch.manual_seed(seed)
     ds = load_dataset(source, args.data_dir)
     name = safe_name(ds.name)  # it names folders and files: it may not leave them
     split = leave_one_out(ds.log, history_length=args.history_length)
+    root = Path(args.runs) / name / f"seed{seed}"
 
     t = time.perf_counter()
-    codes_record, tok_dir, ids_info = semantic_ids(ds, split, Path(args.runs) / name, args.seed,
-                                                   args.codes, args.data_dir,
-                                                   args.embeddings)  # fmt: skip
+    codes_record, tok_dir, ids_info = semantic_ids(ds, split, root, seed, args.codes,
+                                                   args.data_dir, args.embeddings)  # fmt: skip
     times["tokenize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,9 +132,9 @@ def run(source: str, args: argparse.Namespace) -> dict:
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          batch_size=args.batch_size, eval_beam=args.eval_beam,
-                         eval_users=args.eval_users or None, seed=args.seed,
+                         eval_users=args.eval_users or None, seed=seed,
                          ema_decay=args.ema_decay or None)  # fmt: skip
-    trained = train_on_dataset(ds, tok_dir, Path(args.runs) / name / "model", config,
+    trained = train_on_dataset(ds, tok_dir, root / "model", config,
                                preset=args.preset, model_overrides=overrides,
                                progress=not args.quiet)  # fmt: skip
     times["train"] = time.perf_counter() - t
@@ -137,7 +145,7 @@ def run(source: str, args: argparse.Namespace) -> dict:
     exclude = exclude_seen_selected(results)  # seen items kept or excluded, chosen on validation
     times["evaluate"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
-    metrics_lines = (Path(args.runs) / name / "model" / "metrics.jsonl").read_text().splitlines()
+    metrics_lines = (root / "model" / "metrics.jsonl").read_text().splitlines()
     epochs = [json.loads(line) for line in metrics_lines if "valid_recall@10" in json.loads(line)]
     return {
         "benchmark": "onerec_quality",
@@ -148,6 +156,7 @@ def run(source: str, args: argparse.Namespace) -> dict:
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model and seen-items setting selected on validation "
                     "Recall@10",
+        "seed": seed,
         "config": {"args": vars(args), "model_overrides": overrides, **codes_record,
                    "train": asdict(config), "model": model.config.to_dict(),
                    "parameters": model.describe()},  # fmt: skip
@@ -159,6 +168,38 @@ def run(source: str, args: argparse.Namespace) -> dict:
                      "test": results["test_exclude_seen" if exclude else "test"]},  # fmt: skip
         "published": PUBLISHED.get(name, {}),
     }
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean and sample standard deviation over seeds of validation Recall@10 and of the test
+    metrics in the setting each seed's validation selected (the seen-items choice)."""
+    def stats(values: list[float]) -> dict[str, float]:
+        a = np.asarray(values, dtype=float)
+        return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+    test = {k: stats([r["selected"]["test"][k] for r in records]) for k in METRICS}
+    valid = stats([r["results"]["valid"]["recall@10"] for r in records])
+    return {"seeds": [r["seed"] for r in records], "valid_recall@10": valid, "test": test,
+            "exclude_seen": [r["selected"]["exclude_seen"] for r in records],
+            "best_epochs": [best_epoch(r) for r in records],
+            "train_seconds": stats([r["seconds"]["train"] for r in records])}  # fmt: skip
+
+
+def best_epoch(record: dict) -> int | None:
+    """The epoch whose validation (the subset early stopping reads) chose the kept weights."""
+    log = record["training"]["epochs_log"]
+    return max(log, key=lambda e: e["valid_recall@10"])["epoch"] if log else None
+
+
+def summary_row(dataset: str, summary: dict) -> str:
+    """The table row of the mean (sd) over seeds, test in the selected setting."""
+    t = summary["test"]
+    cells = " / ".join(f"{t[k]['mean']:.4f} ({t[k]['sd']:.4f})" for k in METRICS)
+    seeds = ",".join(map(str, summary["seeds"]))
+    v = summary["valid_recall@10"]
+    return (f"| {dataset}, mean (sd) of seeds {seeds} | selected setting: {cells} | | "
+            f"{v['mean']:.4f} ({v['sd']:.4f}) | | train {summary['train_seconds']['mean']:.0f} "
+            f"per seed | |")
 
 
 def markdown_row(r: dict) -> str:
@@ -214,18 +255,50 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                         help="validate and keep a moving average of the weights with this decay "
                              "per step (0 = the raw weights)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="comma list; each seed tokenizes and trains from scratch, and the "
+                             "summary gives the mean and spread")  # fmt: skip
+    parser.add_argument("--tag", default="", help="appended to the record names")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    seeds = parse_seeds(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
     for source in args.datasets.split(","):
-        result = run(source, args)
-        path = args.out / f"onerec_quality_{result['dataset']}.json"
-        path.write_text(json.dumps(result, indent=2, default=str))
-        row = markdown_row(result)
-        add_row(args.out / "onerec_quality.md", row)
-        print(row)
+        records = []
+        for seed in seeds:
+            result = run(source, seed, args)
+            name = f"onerec_quality_{result['dataset']}{args.tag}_seed{seed}.json"
+            (args.out / name).write_text(json.dumps(result, indent=2, default=str))
+            row = markdown_row(result)
+            add_row(args.out / "onerec_quality.md", row)
+            print(row, flush=True)
+            records.append(result)
+        summary = summarize(records)
+        aggregate = {
+            "benchmark": "onerec_quality", "dataset": records[0]["dataset"], **environment(),
+            "protocol": records[0]["protocol"] + f"; seeds {args.seeds}, mean and sample sd",
+            "config": records[0]["config"], "summary": summary,
+            "records": [f"onerec_quality_{r['dataset']}{args.tag}_seed{r['seed']}.json"
+                        for r in records],
+            "published": records[0]["published"],
+        }  # fmt: skip
+        path = args.out / f"onerec_quality_{records[0]['dataset']}{args.tag}.json"
+        path.write_text(json.dumps(aggregate, indent=2, default=str))
+        if len(records) > 1:
+            row = summary_row(records[0]["dataset"], summary)
+            add_row(args.out / "onerec_quality.md", row)
+            print(row)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``, with a named error for anything else."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct integers separated by commas, got {text!r}")
+    return seeds
 
 
 if __name__ == "__main__":

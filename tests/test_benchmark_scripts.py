@@ -32,11 +32,11 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(sys, "argv", [
         "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
         "--preset", "tiny", "--epochs", "1", "--eval-users", "0", "--model", "dropout=0.2",
-        "--ema-decay", "0.9",
+        "--ema-decay", "0.9", "--seeds", "0,3",
         "--runs", str(runs), "--out", str(out), "--quiet",
     ])  # fmt: skip
     script.main()
-    record = json.loads((out / f"onerec_quality_{data.name}.json").read_text())
+    record = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
     # the preset's settings apply, and --model overrides them
     assert record["config"]["model_overrides"] == {"dropout": 0.2}
     assert record["config"]["model"]["dropout"] == 0.2
@@ -46,10 +46,23 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     assert record["selected"]["exclude_seen"] in (True, False)
     for part in ("valid", "test", "valid_exclude_seen", "test_exclude_seen"):
         assert 0 <= record["results"][part]["recall@5"] <= record["results"][part]["recall@10"] <= 1
-    assert (runs / data.name / "model" / "model.safetensors").exists()
+    assert (runs / data.name / "seed0" / "model" / "model.safetensors").exists()
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside the data
+    # every seed tokenizes and trains on its own; the summary is their mean and spread
+    other = json.loads((out / f"onerec_quality_{data.name}_seed3.json").read_text())
+    assert (record["seed"], other["seed"]) == (0, 3)
+    assert other["config"]["train"]["seed"] == 3 and (runs / data.name / "seed3" / "tokens").exists()
+    aggregate = json.loads((out / f"onerec_quality_{data.name}.json").read_text())
+    summary = aggregate["summary"]
+    assert summary["seeds"] == [0, 3] and aggregate["config"]["model_overrides"] == {"dropout": 0.2}
+    values = [r["selected"]["test"]["recall@10"] for r in (record, other)]
+    assert summary["test"]["recall@10"]["mean"] == pytest.approx(sum(values) / 2)
+    assert summary["test"]["recall@10"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     rows = (out / "onerec_quality.md").read_text().splitlines()
-    assert len(rows) == 3 and rows[2].startswith(f"| {data.name} |")
+    assert len(rows) == 5 and rows[2].startswith(f"| {data.name} |")
+    assert rows[4].startswith(f"| {data.name}, mean (sd) of seeds 0,3 |")
+    rows = rows[:3]
+    (out / "onerec_quality.md").write_text("\n".join(rows) + "\n")
     # a later run's row goes into the table, above the notes written under it
     (out / "onerec_quality.md").write_text("\n".join(rows + ["", "Row 1: a note."]) + "\n")
     script.add_row(out / "onerec_quality.md", "| next |")
@@ -65,4 +78,7 @@ def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkey
         "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
     ])  # fmt: skip
     with pytest.raises(ConfigError, match="no published tokenization"):
+        script.main()
+    monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--seeds", "0,x"])
+    with pytest.raises(ConfigError, match="--seeds"):
         script.main()

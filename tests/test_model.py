@@ -263,6 +263,65 @@ def test_item_identity_embedding_separates_items_and_keeps_the_future_out():
     assert model.num_parameters() - tiny().num_parameters() == 2 * 256 * model.config.d_model
 
 
+def test_item_head_is_a_catalog_softmax_on_each_history_state():
+    """The item head's loss in sequence_loss is the cross-entropy of every target's next item
+    over the whole catalog, from the encoder state after the items before it, and it never sees
+    later items; its scores are the item head's log-probabilities after a whole history."""
+    ids = catalog()
+    model = tiny(item_loss_weight=0.5).eval()
+    items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])  # right-aligned
+    users = torch.tensor([3, 8])
+    tokens, mask = model.layout.encode_history(items, ids.codes)
+    with pytest.raises(ModelError, match="pass items"):
+        model.sequence_loss(tokens, mask, users, 1)
+    with torch.no_grad():
+        out = model.sequence_loss(tokens, mask, users, 1, items=items, catalog=ids.codes)
+        expected, n = 0.0, 0
+        for row in range(2):
+            seq = items[row][items[row] >= 0]
+            for j in range(1, len(seq)):
+                h_tokens, h_mask = model.layout.encode_history(seq[:j].unsqueeze(0), ids.codes)
+                memory, _ = model.encode(h_tokens, h_mask, users[row : row + 1])
+                expected -= float(model.item_log_probs(memory, ids.codes)[0, seq[j]])
+                n += 1
+    assert out.n_item_targets == n == 3 + 5
+    torch.testing.assert_close(out.item_sum.item(), expected, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(out.loss, out.ntp + 0.5 * out.item_sum / n)
+    # a new item with known codes gets an embedding: the sum of its code tokens'
+    emb = model.item_embeddings(ids.codes[:2])
+    torch.testing.assert_close(emb[1], model.tok_emb(model.layout.encode_history(
+        torch.tensor([[1]]), ids.codes)[0][0, 0]).sum(0))  # fmt: skip
+    assert tiny().item_query is None
+    with pytest.raises(ModelError, match="no item head"):
+        tiny().item_queries(memory)
+
+
+def test_item_head_trains_to_rank_the_next_item():
+    """Trained on a deterministic successor, the item head alone ranks the true next item first
+    (almost always), and so does the beam re-ranked by it (rerank_weight)."""
+    from onerec.generation.beam_search import beam_search_items
+
+    ids = catalog(20)
+    model = tiny(item_loss_weight=1.0, rerank_weight=1.0)
+    seqs = torch.stack([(torch.arange(6) * 3 + s) % 20 for s in range(20)])  # next = +3 mod 20
+    tokens, mask = model.layout.encode_history(seqs, ids.codes)
+    users = torch.zeros(20, dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        model.sequence_loss(tokens, mask, users, 1, items=seqs, catalog=ids.codes).loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        memory, _ = model.encode(tokens, mask, users)
+        head = model.item_log_probs(memory, ids.codes)
+    truth = (seqs[:, -1] + 3) % 20
+    assert (head.argmax(1) == truth).float().mean() >= 0.9
+    beams = beam_search_items(model, seqs, users, ids, beam_size=8, top_k_items=3)
+    assert (beams.items[:, 0] == truth).float().mean() >= 0.9
+    assert bool((beams.log_probs[:, :-1] >= beams.log_probs[:, 1:]).all())
+
+
 def test_without_user_buckets_every_user_is_anonymous():
     ids = catalog()
     model = tiny(n_user_buckets=0).eval()
@@ -357,6 +416,8 @@ def test_config_json_round_trip():
         (dict(aux_loss_weight=-1.0), "aux_loss_weight"),
         (dict(item_hash_buckets=-1), "item_hash_buckets"),
         (dict(n_user_buckets=-1), "n_user_buckets"),
+        (dict(item_loss_weight=-0.5), "item_loss_weight"),
+        (dict(rerank_weight=1.0), "needs the item head"),
     ],
 )
 def test_config_validation(changes, message):

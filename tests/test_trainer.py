@@ -127,6 +127,20 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, ema_decay: float | None)
             torch.testing.assert_close(part[k], full[k], rtol=0, atol=0, msg=k)
 
 
+def test_item_head_trains_with_the_model_and_reranks_its_validation(tmp_path: Path) -> None:
+    """With item_loss_weight the trainer feeds the item head its targets: the head's weights
+    move, and the saved model keeps its head and its re-ranking weight."""
+    config = TrainConfig(history_length=8, batch_size=64, epochs=1, lr=3e-3, warmup_steps=5,
+                         patience=5, eval_beam=10, device="cpu", precision="fp32")  # fmt: skip
+    model, ids, split = setup(tmp_path, item_loss_weight=1.0, rerank_weight=0.5)
+    before = model.item_query.weight.detach().clone()
+    state = Trainer(model, ids, split, config, tmp_path / "run").fit(progress=False)
+    assert 0 <= state["best_valid_recall@10"] <= 1
+    assert not torch.equal(model.item_query.weight, before)
+    saved = OneRec.load(tmp_path / "run")
+    assert saved.item_query is not None and saved.config.rerank_weight == 0.5
+
+
 def test_weight_average_follows_its_formula_and_swaps_back() -> None:
     layer = torch.nn.Linear(2, 1)
     start = weights(layer).clone()
