@@ -45,7 +45,7 @@ from onerec.generation import Recommender
 from onerec.runinfo import environment
 
 sys.path.insert(0, str(Path(__file__).parent))  # its sibling, also when loaded from a test
-from serving_load import make_bodies  # noqa: E402  (the load benchmark's request bodies)
+from serving_load import make_bodies, setup_line  # noqa: E402  (the load benchmark's)
 
 LOADS = (0.1, 0.25, 0.5, 0.75)
 
@@ -137,13 +137,11 @@ def bounds(cost, max_batch: int, servers: int, steps: int, n: int) -> dict[str, 
 
 
 def markdown(result: dict[str, Any]) -> str:
-    c, machine = result["config"], result["environment"]["machine"]
+    c = result["config"]
     lines = [
         f"# Serving bound: {result['name']}",
         "",
-        f"Model `{c['run']}`, beam {c['beam']}, {c['items']} items, histories of {c['history']} "
-        f"items; machine: {machine['cpu']} ({machine['cpu_count']} cores). Command: "
-        f"`{result['command']}`.",
+        f"{setup_line(result)}. Command: `{result['command']}`.",
         "",
         "Cost of one `recommend_batch` call on k histories (median of "
         f"{c['repeats']}), per worker count W (cores / W PyTorch threads each):",

@@ -228,15 +228,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(result: dict[str, Any]) -> str:
+def setup_line(result: dict[str, Any]) -> str:
+    """The model, the request shape and the machine, as the reports' first sentence."""
     c, machine = result["config"], result["environment"]["machine"]
+    return (f"Model `{c['run']}`, beam {c['beam']}, {c['items']} items, histories of "
+            f"{c['history']} items; machine: {machine['cpu']} ({machine['cpu_count']} cores)")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    c = result["config"]
     lines = [
         f"# Serving load: {result['name']}",
         "",
-        f"Model `{c['run']}`, beam {c['beam']}, {c['items']} items, histories of "
-        f"{c['history']} items; {c['seconds']} s per load, Poisson arrivals; machine: "
-        f"{machine['cpu']} ({machine['cpu_count']} cores), client and server on the same "
-        f"machine.",
+        f"{setup_line(result)}; {c['seconds']} s per load, Poisson arrivals, client and server "
+        f"on the same machine.",
         "",
         f"Offline `recommend_batch`, batch 64, in the benchmark process with "
         f"{c.get('workers_resolved', 1)} batches at once: **"
