@@ -291,6 +291,10 @@ def test_item_head_is_a_catalog_softmax_on_each_history_state():
     emb = model.item_embeddings(ids.codes[:2])
     torch.testing.assert_close(emb[1], model.tok_emb(model.layout.encode_history(
         torch.tensor([[1]]), ids.codes)[0][0, 0]).sum(0))  # fmt: skip
+    hashed = tiny(item_loss_weight=0.5, item_hash_buckets=256)
+    tokens1 = hashed.layout.encode_history(torch.tensor([[1]]), ids.codes)[0]
+    torch.testing.assert_close(hashed.item_embeddings(ids.codes[:2])[1], (
+        hashed.tok_emb(tokens1).sum(2) + hashed._item_identity(tokens1))[0, 0])  # fmt: skip
     assert tiny().item_query is None
     with pytest.raises(ModelError, match="no item head"):
         tiny().item_queries(memory)

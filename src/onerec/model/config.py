@@ -86,7 +86,8 @@ class OneRecConfig:
     ``item_loss_weight``: when > 0, the model also has an *item head*: the encoder state of each
     history item (its tokens' mean), projected, scores every catalog item by a dot product with
     the item's embedding, the sum of its code tokens' embeddings (so a new item with known codes
-    gets a score, and no per-item table grows with the catalog). It is trained by a full softmax
+    gets a score, and no per-item table grows with the catalog; with ``item_hash_buckets`` its
+    identity embedding is added too). It is trained by a full softmax
     over the catalog on the same next-item targets, added to the loss with this weight.
     ``rerank_weight``: when ranking items (``beam_search_items``), a beam's score becomes its
     log-probability plus this times the item head's log-probability of its item; the beam still

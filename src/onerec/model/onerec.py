@@ -561,10 +561,15 @@ class OneRec(nn.Module):
         return self.item_query(pooled)
 
     def item_embeddings(self, catalog: Tensor) -> Tensor:
-        """``(N, d)``: every catalog item's embedding, the sum of its code tokens' embeddings;
+        """``(N, d)``: every catalog item's embedding, the sum of its code tokens' embeddings
+        (plus its hashed identity embedding when the model has one, ``item_hash_buckets``);
         ``catalog`` (N, L') holds the items' codes (``SemanticIds.codes``)."""
         start = torch.tensor(self.layout.level_start, device=catalog.device)
-        return self.tok_emb(catalog.long() + start).sum(1)
+        tokens = catalog.long() + start
+        out = self.tok_emb(tokens).sum(1)
+        if self.item_hash is not None:
+            out = out + self._item_identity(tokens.unsqueeze(0))[0]
+        return out
 
     def item_log_probs(self, memory: Tensor, catalog: Tensor) -> Tensor:
         """``(B, N)``: the item head's log-probability of every catalog item being next after
