@@ -82,3 +82,31 @@ def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkey
     monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--seeds", "0,x"])
     with pytest.raises(ConfigError, match="--seeds"):
         script.main()
+
+
+def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch) -> None:
+    """A model trained with an item head: the sweep's weight 0 is the beam's own ranking (what
+    validation without re-ranking measures), and every weight and the head alone are recorded."""
+    quality, sweep = load_script("onerec_quality"), load_script("rerank_sweep")
+    data = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
+    folder = data.save(tmp_path / "data")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
+        "--preset", "tiny", "--epochs", "2", "--eval-users", "0", "--seeds", "0",
+        "--model", "item_loss_weight=1.0", "--runs", str(runs), "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    quality.main()
+    record = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
+    run = runs / data.name / "seed0" / "model"
+    monkeypatch.setattr(sys, "argv", [
+        "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
+        "--name", "t", "--weights", "0,1,100",
+    ])  # fmt: skip
+    sweep.main()
+    result = json.loads((out / "rerank_sweep_t.json").read_text())["results"]
+    assert sorted(result) == ["head alone", "rerank 0", "rerank 1", "rerank 100"]
+    beam_only = record["results"]["valid_exclude_seen"]  # rerank_weight 0 when it was trained
+    assert result["rerank 0"]["recall@10"] == pytest.approx(beam_only["recall@10"])
+    for r in result.values():
+        assert 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 and r["recall@10_se"] >= 0
