@@ -5,12 +5,14 @@ is served with their values; a quiet tokenizer prints nothing."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from onerec.cli import main
+from onerec.model import OneRecConfig
 from onerec.data.synthetic import SyntheticConfig, generate
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
 from onerec.tokenizer.rqvae import RQVAEConfig, RQVAEQuantizer
@@ -40,8 +42,11 @@ def test_train_without_flags_is_the_selected_configuration(data: Path) -> None:
     train = json.loads((run / "train_config.json").read_text())
     model = json.loads((run / "model_config.json").read_text())
     assert {**train, "epochs": SELECTED["train"]["epochs"]} == SELECTED["train"]
-    # level_sizes come from the tokenizer (another catalog here); every other field is selected
-    assert {**model, "level_sizes": SELECTED["model"]["level_sizes"]} == SELECTED["model"]
+    # level_sizes come from the tokenizer (another catalog here); every other field is selected,
+    # and a field added after the record was written has its default
+    added = {f.name: f.default for f in fields(OneRecConfig) if f.name not in SELECTED["model"]}
+    expected = {**added, **SELECTED["model"]}
+    assert {**model, "level_sizes": SELECTED["model"]["level_sizes"]} == expected
     assert (train["patience"], train["ema_decay"]) == (5, 0.999)
     assert (model["n_experts"], model["dropout"], model["n_user_buckets"]) == (16, 0.1, 0)
 

@@ -210,7 +210,7 @@ def test_trainer_learns_with_features_and_ranks_with_them(tmp_path: Path) -> Non
     trainer = Trainer(model, ids, split, config, tmp_path / "run")
     w = trainer.windows
     rows = np.arange(min(8, len(w)))
-    _, mask, _, _, padded = trainer._tensors(rows)  # right-aligned like the items, zeros on padding
+    _, mask, _, _, padded, _ = trainer._tensors(rows)  # right-aligned like the items, zeros on padding
     assert padded.shape == (*mask.shape, 2) and (padded[~mask] == 0).all()
     for r in rows:
         np.testing.assert_array_equal(padded[r][mask[r]].numpy(), w.features[r])
