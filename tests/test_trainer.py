@@ -131,7 +131,8 @@ def test_item_head_trains_with_the_model_and_reranks_its_validation(tmp_path: Pa
     """With item_loss_weight the trainer feeds the item head its targets: the head's weights
     move, and the saved model keeps its head and its re-ranking weight."""
     config = TrainConfig(history_length=8, batch_size=64, epochs=1, lr=3e-3, warmup_steps=5,
-                         patience=5, eval_beam=10, device="cpu", precision="fp32")  # fmt: skip
+                         patience=5, eval_beam=10, log_every=1, device="cpu",
+                         precision="fp32")  # fmt: skip
     model, ids, split = setup(tmp_path, item_loss_weight=1.0, rerank_weight=0.5)
     before = model.item_query.weight.detach().clone()
     state = Trainer(model, ids, split, config, tmp_path / "run").fit(progress=False)
@@ -139,6 +140,9 @@ def test_item_head_trains_with_the_model_and_reranks_its_validation(tmp_path: Pa
     assert not torch.equal(model.item_query.weight, before)
     saved = OneRec.load(tmp_path / "run")
     assert saved.item_query is not None and saved.config.rerank_weight == 0.5
+    steps = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    item = [r["item"] for r in steps if "item" in r]  # the head's loss is logged per step
+    assert item and all(0 < v < 10 for v in item)
 
 
 def test_weight_average_follows_its_formula_and_swaps_back() -> None:

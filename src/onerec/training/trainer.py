@@ -357,7 +357,10 @@ class Trainer:
             self.average.update()
         self.step += 1
         ntp = self._sum(total.detach().float()) / count
-        return {"ntp": float(ntp), "aux": float(aux), "codes": int(count)}
+        record = {"ntp": float(ntp), "aux": float(aux), "codes": int(count)}
+        if model.item_query is not None:  # the item head's cross-entropy per target
+            record["item"] = float(self._sum(item.detach().float()) / targets)
+        return record
 
     def _sum(self, value: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
