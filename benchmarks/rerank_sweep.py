@@ -28,7 +28,7 @@ from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
-from onerec.generation.beam_search import _prepare, _search
+from onerec.generation.beam_search import _prepare, _search, rerank_order
 from onerec.model import OneRec
 from onerec.runinfo import environment
 from onerec.tokenizer.pipeline import load_tokenization
@@ -52,10 +52,8 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int,
             items, scores, _ = _search(model, memory, mask, trie, beam, 1, banned, True)
             items = items[:, :, 0]
             head = model.item_log_probs(memory, ids.codes)
-        extra = head.gather(1, items.clamp(min=0))
         for w in weights:
-            combined = (scores + w * extra).masked_fill(items < 0, float("-inf"))
-            order = combined.argsort(dim=1, descending=True, stable=True)
+            order, _ = rerank_order(items, scores, head, w)
             ranked[f"rerank {w:g}"].append(items.gather(1, order)[:, :10])
         rows = torch.from_numpy(part.seen.row_ids)
         head[rows, torch.from_numpy(part.seen.values.astype(np.int64))] = float("-inf")

@@ -109,7 +109,7 @@ def holdout_rows(n: int, config: RewardTrainConfig) -> tuple[np.ndarray, np.ndar
 
 
 def fit_scales(
-    train: LoggedSessions, quantile: float, targets: str = "session"
+    train: LoggedSessions, quantile: float, targets: str
 ) -> tuple[float, tuple[float, ...], int]:
     """``swt_scale`` (the quantile of session watch time, or of one exposure's with ``targets``
     "item"), the per-item references of the combined score, and how many training sessions (or
@@ -186,8 +186,9 @@ def train_reward_model(
     train_rows, held_rows = holdout_rows(len(sessions), config)
     train, held = sessions.take(train_rows), sessions.take(held_rows)
     overrides = dict(model or {})
-    scale, references, clipped = fit_scales(train, config.swt_quantile,
-                                            overrides.get("targets", "session"))
+    scale, references, clipped = fit_scales(
+        train, config.swt_quantile, overrides.get("targets", RewardModelConfig.targets)
+    )
     overrides.setdefault("session_items", sessions.items.shape[1])
     columns = []
     if item_features is not None:

@@ -96,18 +96,28 @@ def beam_search_items(
     return Beams(items[:, :k], scores[:, :k], codes[:, :k])
 
 
+def rerank_order(
+    items: Tensor, scores: Tensor, head: Tensor, weight: float
+) -> tuple[Tensor, Tensor]:
+    """The order ``(B, beam)`` of a beam's items (B, beam) by log p ``scores`` + ``weight`` x the
+    item head's log p (``head``, (B, N) over the catalog), and the combined scores in that order;
+    empty slots (-1) stay last."""
+    combined = scores + weight * head.gather(1, items.clamp(min=0))
+    combined = combined.masked_fill(items < 0, float("-inf"))
+    order = combined.argsort(dim=1, descending=True, stable=True)
+    return order, combined.gather(1, order)
+
+
 def _rerank(
     model: OneRec, memory: Tensor, semantic_ids: SemanticIds, items: Tensor, scores: Tensor,
     codes: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """The beam's items (B, beam) re-ordered by log p + ``rerank_weight`` x the item head's log
-    p (see ``OneRecConfig``); empty slots (-1) stay last."""
+    """The beam's items, scores and codes re-ordered by :func:`rerank_order` with the model's
+    ``rerank_weight`` (see ``OneRecConfig``)."""
     head = model.item_log_probs(memory, semantic_ids.codes.to(memory.device))  # (B, N)
-    combined = scores + model.config.rerank_weight * head.gather(1, items.clamp(min=0))
-    combined = combined.masked_fill(items < 0, float("-inf"))
-    order = combined.argsort(dim=1, descending=True, stable=True)
-    return items.gather(1, order), combined.gather(1, order), codes[
-        torch.arange(items.shape[0], device=items.device)[:, None], order]
+    order, combined = rerank_order(items, scores, head, model.config.rerank_weight)
+    rows = torch.arange(items.shape[0], device=items.device)[:, None]
+    return items.gather(1, order), combined, codes[rows, order]
 
 
 def beam_search_sessions(
