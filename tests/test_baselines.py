@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-import torch.nn.functional as F
 
 from onerec.baselines import (
     BERT4Rec,
@@ -29,7 +28,7 @@ from onerec.baselines import (
 from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
 from onerec.baselines.benchmark import _hyperparameters, check_models
 from onerec.baselines.tiger import TigerSettings
-from onerec.baselines.sasrec import _FullSoftmaxCE, next_item_loss
+from onerec.baselines.sasrec import next_item_loss
 from onerec.baselines.train import length_batches, set_seed
 from onerec.cli import main
 from onerec.data.examples import Examples
@@ -192,21 +191,6 @@ def test_time_budget_ends_the_epoch_at_the_step_that_spends_it(dataset, split):
     # one step was taken (60 sequences make 15 batches), then the partial epoch was validated
     assert result.log == [result.log[0]] and result.log[0]["partial"] is True
     assert "valid_recall@10" in result.log[0] and result.best_epoch == 1
-
-
-def test_full_softmax_loss_matches_cross_entropy():
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    t = torch.randint(0, 11, (7,), generator=g)
-    ours = _FullSoftmaxCE.apply(h, w, t)
-    ours.backward()
-    grads = h.grad.clone(), w.grad.clone()
-    h.grad = w.grad = None
-    ref = F.cross_entropy(h @ w.T, t)
-    ref.backward()
-    assert float(ours.detach()) == pytest.approx(float(ref.detach()))
-    assert torch.allclose(grads[0], h.grad) and torch.allclose(grads[1], w.grad)
 
 
 def test_sampled_softmax_is_cross_entropy_over_the_target_and_its_negatives():

@@ -263,6 +263,27 @@ def test_item_identity_embedding_separates_items_and_keeps_the_future_out():
     assert model.num_parameters() - tiny().num_parameters() == 2 * 256 * model.config.d_model
 
 
+def test_item_identity_dropout_acts_in_training_on_the_encoder_input_only():
+    """``item_hash_dropout`` drops parts of the identity vector that the encoder reads while
+    training; in eval mode, and on the item head's output side, the identity is whole."""
+    ids = catalog()
+    tokens, mask, users, _ = batch(tiny(), ids)
+    plain = tiny(item_hash_buckets=256, item_loss_weight=1.0)
+    dropped = tiny(item_hash_buckets=256, item_loss_weight=1.0, item_hash_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        whole = plain.encode(tokens, mask, users)[0]
+        assert torch.equal(whole, dropped.encode(tokens, mask, users)[0])
+        dropped.train()
+        assert torch.equal(plain.item_embeddings(ids.codes), dropped.item_embeddings(ids.codes))
+        torch.manual_seed(0)
+        a = dropped.encode(tokens, mask, users)[0]
+        torch.manual_seed(1)
+        b = dropped.encode(tokens, mask, users)[0]
+    assert not torch.equal(a, b)  # dropout on (config dropout is 0 in the tiny preset)
+
+
 def test_item_head_is_a_catalog_softmax_on_each_history_state():
     """The item head's loss in sequence_loss is the cross-entropy of every target's next item
     over the whole catalog, from the encoder state after the items before it, and it never sees
@@ -412,6 +433,7 @@ def test_config_json_round_trip():
         (dict(n_experts=2, top_k=3), "top_k"),
         (dict(moe_balance="loss"), "moe_balance"),
         (dict(dropout=1.0), "dropout"),
+        (dict(item_hash_dropout=-0.1), "item_hash_dropout"),
         (dict(level_sizes=[]), "level_sizes"),
         (dict(level_sizes=[4, 0]), "level_sizes"),
         (dict(max_history=0), "max_history"),

@@ -32,6 +32,7 @@ from torch import nn
 
 from onerec.baselines.base import PAD, SequenceBatch, SequentialRecommender, attention_mask
 from onerec.exceptions import BaselineError
+from onerec.model.softmax import full_softmax_cross_entropy
 
 
 class Dropout(nn.Module):
@@ -135,41 +136,6 @@ class SequenceEncoder(nn.Module):
         return self.ln(x)
 
 
-class _FullSoftmaxCE(torch.autograd.Function):
-    """Mean cross-entropy of ``h @ W.T`` against ``targets``, with the gradient written by hand.
-
-    Same value and gradient as ``F.cross_entropy(h @ W.T, targets)``, but the ``(n, num_items)``
-    logits become probabilities in place and are reused as their own gradient: one buffer
-    instead of three, and no separate log-softmax backward pass (which alone took 15% of a
-    full-softmax training step on CPU).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        probs = h @ weight.T  # (n, num_items)
-        rows = torch.arange(len(targets), device=h.device)
-        target_logit = probs[rows, targets].clone()
-        top = probs.max(dim=1, keepdim=True).values
-        probs.sub_(top).exp_()
-        total = probs.sum(dim=1, keepdim=True)
-        loss = (total.log().squeeze(1) + top.squeeze(1) - target_logit).mean()
-        probs.div_(total)
-        ctx.save_for_backward(h, weight, targets)
-        ctx.probs = probs  # becomes the gradient in place: one backward pass only
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        h, weight, targets = ctx.saved_tensors
-        probs, ctx.probs = ctx.probs, None
-        if probs is None:
-            raise RuntimeError("the full-softmax loss supports one backward pass per forward")
-        rows = torch.arange(len(targets), device=h.device)
-        probs[rows, targets] -= 1.0  # d loss / d logits = softmax - one-hot (probs is ours)
-        probs.mul_(grad / len(targets))
-        return probs @ weight, probs.T @ h, None
-
-
 LOSSES = ("ce", "bce", "ss")
 
 
@@ -190,7 +156,7 @@ def next_item_loss(
     real = targets != PAD
     h, t = hidden[real], targets[real]  # (n, D), (n,)
     if loss == "ce":
-        return _FullSoftmaxCE.apply(h, item_weights[1:], t - 1)
+        return full_softmax_cross_entropy(h, item_weights[1:], t - 1)
     if loss == "bce":
         num_items = item_weights.shape[0] - 1
         # one negative per position, uniform over the catalog, never the target itself

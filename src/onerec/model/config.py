@@ -83,6 +83,9 @@ class OneRecConfig:
     between similar items; this lets the encoder also memorize each item, as an item-ID model
     does. Two hashes make a full collision between two items rare (about N / buckets^2) at the
     memory of 2 x buckets rows; the decoder still generates semantic IDs. 0 (default) = off.
+    ``item_hash_dropout``: dropout on the identity embedding where the encoder reads it (as
+    SASRec's 0.5 on its item embeddings), so that the encoder cannot lean on memorized items
+    alone; the item head's output side reads it whole.
     ``item_loss_weight``: when > 0, the model also has an *item head*: the encoder state of each
     history item (its tokens' mean), projected, scores every catalog item by a dot product with
     the item's embedding, the sum of its code tokens' embeddings (so a new item with known codes
@@ -114,6 +117,7 @@ class OneRecConfig:
     max_session_items: int = 5
     n_user_buckets: int = 1024
     item_hash_buckets: int = 0  # rows of each of the two hashed item-identity tables; 0 = none
+    item_hash_dropout: float = 0.0  # dropout on the identity embedding in the encoder input
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
     rel_buckets: int = 32
@@ -193,8 +197,10 @@ class OneRecConfig:
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
                 f"> 0 when training, or rerank_weight=0"
             )
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "item_hash_dropout"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
         if not isinstance(self.tie_embeddings, bool):

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from onerec.exceptions import ModelError
 from onerec.model.config import OneRecConfig, missing_fields
 from onerec.model.tokens import TokenLayout
+from onerec.model.softmax import full_softmax_cross_entropy
 from onerec.runs import check_shapes, read_safetensors, write_safetensors, write_text
 
 # --- building blocks ----------------------------------------------------------------------------
@@ -340,6 +341,7 @@ class OneRec(nn.Module):
         self.feature_proj = nn.Linear(f, d, bias=False) if f else None
         h = config.item_hash_buckets
         self.item_hash = nn.ModuleList(nn.Embedding(h, d) for _ in _ITEM_HASHES) if h else None
+        self.item_hash_drop = nn.Dropout(config.item_hash_dropout)
         # relative-position biases, one value per head: item distance in the encoder, recency of
         # a history item seen from a target in cross-attention (the last row: the user token),
         # T5's distance buckets in decoder self-attention
@@ -396,7 +398,7 @@ class OneRec(nn.Module):
             raise ModelError(f"user_ids must be ({b},) integers, got {tuple(user_ids.shape)}")
         x = self.tok_emb(history_tokens) + self.enc_level.weight  # (B, n, L', d)
         if self.item_hash is not None:
-            x = x + self._item_identity(history_tokens).unsqueeze(2)
+            x = x + self.item_hash_drop(self._item_identity(history_tokens)).unsqueeze(2)
         if self.feature_proj is not None or features is not None:
             x = x + self._feature_embedding(features, b, n).unsqueeze(2)
         if self.user_emb is None:  # no user-id embedding: every user is anonymous
@@ -681,9 +683,10 @@ class OneRec(nn.Module):
                 "tokens) and catalog (SemanticIds.codes) to sequence_loss"
             )
         query = self.item_queries(memory)[:, :-1][valid]  # (T, d): after column j - 1
-        logits = F.linear(query, self.item_embeddings(catalog)).float()
-        item_sum = F.cross_entropy(logits, items[:, 1:][valid].long(), reduction="sum")
         n_targets = int(valid.sum())
+        targets = items[:, 1:][valid].long()
+        mean = full_softmax_cross_entropy(query, self.item_embeddings(catalog), targets)
+        item_sum = mean * n_targets
         weight = self.config.item_loss_weight
         loss = out.loss + weight * item_sum / max(n_targets, 1)
         return out._replace(loss=loss, item_sum=item_sum, n_item_targets=n_targets)
