@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from onerec.data.synthetic import SyntheticConfig, generate
@@ -110,3 +111,35 @@ def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch)
     assert result["rerank 0"]["recall@10"] == pytest.approx(beam_only["recall@10"])
     for r in result.values():
         assert 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 and r["recall@10_se"] >= 0
+
+
+def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatch) -> None:
+    """The probe's third set is test's targets after validation's histories, and the run's own
+    ranking on validation is what the quality benchmark recorded for it."""
+    quality, probe = load_script("onerec_quality"), load_script("newest_item_probe")
+    data = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
+    folder = data.save(tmp_path / "data")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
+        "--preset", "tiny", "--epochs", "1", "--eval-users", "0", "--seeds", "0",
+        "--model", "item_loss_weight=1.0", "--model", "rerank_weight=1.0",
+        "--runs", str(runs), "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    quality.main()
+    record = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
+    monkeypatch.setattr(sys, "argv", [
+        "newest_item_probe.py", "--run", str(runs / data.name / "seed0" / "model"),
+        "--dataset", str(folder), "--out", str(out), "--name", "t", "--sasrec-seconds", "2",
+    ])  # fmt: skip
+    probe.main()
+    result = json.loads((out / "newest_item_probe_t.json").read_text())["results"]
+    assert sorted(result) == ["onerec", "onerec item head alone", "sasrec-ce"]
+    sets = ["test", "test without the newest item", "valid"]
+    assert all(sorted(r) == sets for r in result.values())
+    recorded = record["results"]["valid_exclude_seen"]["recall@10"]
+    assert result["onerec"]["valid"]["recall@10"] == pytest.approx(recorded)
+    split = probe.leave_one_out(data.log, history_length=20)
+    shifted = probe.probe_sets(split)["test without the newest item"]
+    assert np.array_equal(shifted.target.values, split.test.target.values)
+    assert np.array_equal(shifted.history.values, split.valid.history.values)

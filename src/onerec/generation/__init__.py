@@ -5,6 +5,7 @@ from onerec.generation.beam_search import (
     Beams,
     beam_search_items,
     beam_search_sessions,
+    item_head_log_probs,
     rank_examples,
 )
 from onerec.generation.recommend import Recommendation, Recommender, Session
@@ -16,5 +17,6 @@ __all__ = [
     "Session",
     "beam_search_items",
     "beam_search_sessions",
+    "item_head_log_probs",
     "rank_examples",
 ]

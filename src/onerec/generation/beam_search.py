@@ -367,6 +367,23 @@ def _inference(model: OneRec) -> Iterator[None]:
         model.train(was_training)
 
 
+@torch.no_grad()
+def item_head_log_probs(
+    model: OneRec,
+    history: Ragged | Tensor | np.ndarray,
+    user_ids: Any,
+    semantic_ids: SemanticIds,
+    history_features: Tensor | np.ndarray | None = None,
+) -> Tensor:
+    """``(B, N)``: the item head's log-probability of every catalog item after each history.
+    Not generative: it is what re-ranking (``rerank_weight``) adds to a beam's score, and
+    ranking the whole catalog by it alone measures what the head knows."""
+    if model.item_query is None:
+        raise GenerationError("the model has no item head: it was trained with item_loss_weight=0")
+    memory, _, _, _ = _prepare(model, history, user_ids, semantic_ids, None, history_features)
+    return model.item_log_probs(memory, semantic_ids.codes.to(memory.device))
+
+
 def rank_examples(
     model: OneRec,
     examples: Examples,
