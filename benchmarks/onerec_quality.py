@@ -213,7 +213,7 @@ def markdown_row(r: dict) -> str:
 
 def add_row(table: Path, row: str) -> None:
     """Add ``row`` to the table in ``table`` (made if missing), right after its last row: the
-    notes written below the table stay below it."""
+    notes written below the table, tables of their own included, stay below it."""
     if not table.exists():
         table.write_text(
             "| dataset | test R@5 / N@5 / R@10 / N@10 | same, seen items excluded | valid R@10 "
@@ -221,7 +221,9 @@ def add_row(table: Path, row: str) -> None:
             "|---|---|---|---|---|---|---|\n"
         )
     lines = table.read_text().splitlines()
-    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    last = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+        last += 1
     lines.insert(last + 1, row)
     table.write_text("\n".join(lines) + "\n")
 

@@ -64,11 +64,12 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     assert rows[4].startswith(f"| {data.name}, mean (sd) of seeds 0,3 |")
     rows = rows[:3]
     (out / "onerec_quality.md").write_text("\n".join(rows) + "\n")
-    # a later run's row goes into the table, above the notes written under it
-    (out / "onerec_quality.md").write_text("\n".join(rows + ["", "Row 1: a note."]) + "\n")
+    # a later run's row goes into the table, above the notes (and their own tables) under it
+    notes = ["", "Row 1: a note.", "", "| run | seed 0 |", "|---|---|", "| a | .1 |"]
+    (out / "onerec_quality.md").write_text("\n".join(rows + notes) + "\n")
     script.add_row(out / "onerec_quality.md", "| next |")
     assert (out / "onerec_quality.md").read_text().splitlines()[2:] == [
-        rows[2], "| next |", "", "Row 1: a note."]
+        rows[2], "| next |", *notes]
 
 
 def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
