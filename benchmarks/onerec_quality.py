@@ -28,6 +28,8 @@ tokenization and its own model. Per seed it writes ``onerec_quality_<dataset>_se
 them) and appends a row to ``onerec_quality.md``; then ``onerec_quality_<dataset>.json`` holds the
 summary over seeds (mean and sample standard deviation of validation Recall@10 and of the
 selected test metrics), with a summary row in the table when there are several seeds.
+Seeds run as separate commands (in parallel, say) are summarized afterwards with
+``--summarize``: it reads their records from ``--out`` and trains nothing.
 """
 
 from __future__ import annotations
@@ -261,13 +263,19 @@ def main() -> None:
                         help="comma list; each seed tokenizes and trains from scratch, and the "
                              "summary gives the mean and spread")  # fmt: skip
     parser.add_argument("--tag", default="", help="appended to the record names")
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: summarize the --seeds records already in --out")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     for source in args.datasets.split(","):
         records = []
+        name = safe_name(load_dataset(source, args.data_dir).name) if args.summarize else ""
         for seed in seeds:
+            if args.summarize:
+                records.append(read_record(args.out, name, args.tag, seed))
+                continue
             result = run(source, seed, args)
             name = f"onerec_quality_{result['dataset']}{args.tag}_seed{seed}.json"
             (args.out / name).write_text(json.dumps(result, indent=2, default=str))
@@ -290,6 +298,15 @@ def main() -> None:
             row = summary_row(records[0]["dataset"], summary)
             add_row(args.out / "onerec_quality.md", row)
             print(row)
+
+
+def read_record(out: Path, name: str, tag: str, seed: int) -> dict:
+    """The record an earlier run of ``seed`` on dataset ``name`` wrote into ``out``."""
+    path = out / f"onerec_quality_{name}{tag}_seed{seed}.json"
+    if not path.is_file():
+        raise ConfigError(f"--summarize: {path} not found; run seed {seed} with --tag "
+                          f"{tag!r} and --out {out} first")  # fmt: skip
+    return json.loads(path.read_text())
 
 
 def parse_seeds(text: str) -> list[int]:

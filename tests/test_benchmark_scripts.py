@@ -62,7 +62,23 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     rows = (out / "onerec_quality.md").read_text().splitlines()
     assert len(rows) == 5 and rows[2].startswith(f"| {data.name} |")
     assert rows[4].startswith(f"| {data.name}, mean (sd) of seeds 0,3 |")
-    rows = rows[:3]
+    # seeds run apart are summarized afterwards from their records, training nothing
+    (out / f"onerec_quality_{data.name}.json").unlink()
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--seeds", "3,0", "--summarize",
+        "--out", str(out), "--runs", str(tmp_path / "nothing"),
+    ])  # fmt: skip
+    script.main()
+    again = json.loads((out / f"onerec_quality_{data.name}.json").read_text())["summary"]
+    assert again["seeds"] == [3, 0] and not (tmp_path / "nothing").exists()
+    assert again["test"] == summary["test"]
+    assert again["valid_recall@10"] == summary["valid_recall@10"]
+    monkeypatch.setattr(sys, "argv", [
+        "onerec_quality.py", "--datasets", str(folder), "--seeds", "0,5", "--summarize",
+        "--out", str(out)])  # fmt: skip
+    with pytest.raises(ConfigError, match="seed5.json not found"):
+        script.main()
+    rows = (out / "onerec_quality.md").read_text().splitlines()[:3]
     (out / "onerec_quality.md").write_text("\n".join(rows) + "\n")
     # a later run's row goes into the table, above the notes (and their own tables) under it
     notes = ["", "Row 1: a note.", "", "| run | seed 0 |", "|---|---|", "| a | .1 |"]
