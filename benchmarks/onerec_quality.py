@@ -271,10 +271,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for source in args.datasets.split(","):
         records = []
-        name = safe_name(load_dataset(source, args.data_dir).name) if args.summarize else ""
+        dataset = safe_name(load_dataset(source, args.data_dir).name) if args.summarize else ""
         for seed in seeds:
             if args.summarize:
-                records.append(read_record(args.out, name, args.tag, seed))
+                records.append(read_record(args.out, dataset, args.tag, seed))
                 continue
             result = run(source, seed, args)
             name = f"onerec_quality_{result['dataset']}{args.tag}_seed{seed}.json"

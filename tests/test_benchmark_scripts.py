@@ -102,21 +102,31 @@ def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkey
         script.main()
 
 
-def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch) -> None:
-    """A model trained with an item head: the sweep's weight 0 is the beam's own ranking (what
-    validation without re-ranking measures), and every weight and the head alone are recorded."""
-    quality, sweep = load_script("onerec_quality"), load_script("rerank_sweep")
+def item_head_run(tmp_path: Path, monkeypatch, *model: str) -> tuple[Path, Path, dict]:
+    """A tiny dataset folder, a quality-benchmark run of a model with an item head on it (plus
+    ``model`` settings), and the run's record."""
+    quality = load_script("onerec_quality")
     data = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
     folder = data.save(tmp_path / "data")
     runs, out = tmp_path / "runs", tmp_path / "out"
+    extra = [arg for setting in model for arg in ("--model", setting)]
     monkeypatch.setattr(sys, "argv", [
         "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
         "--preset", "tiny", "--epochs", "2", "--eval-users", "0", "--seeds", "0",
-        "--model", "item_loss_weight=1.0", "--runs", str(runs), "--out", str(out), "--quiet",
+        "--model", "item_loss_weight=1.0", *extra, "--runs", str(runs), "--out", str(out),
+        "--quiet",
     ])  # fmt: skip
     quality.main()
     record = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
-    run = runs / data.name / "seed0" / "model"
+    return folder, runs / data.name / "seed0" / "model", record
+
+
+def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch) -> None:
+    """A model trained with an item head: the sweep's weight 0 is the beam's own ranking (what
+    validation without re-ranking measures), and every weight and the head alone are recorded."""
+    sweep = load_script("rerank_sweep")
+    folder, run, record = item_head_run(tmp_path, monkeypatch)
+    out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", [
         "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
         "--name", "t", "--weights", "0,1,100",
@@ -133,20 +143,11 @@ def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch)
 def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatch) -> None:
     """The probe's third set is test's targets after validation's histories, and the run's own
     ranking on validation is what the quality benchmark recorded for it."""
-    quality, probe = load_script("onerec_quality"), load_script("newest_item_probe")
-    data = generate(SyntheticConfig(num_users=80, num_items=40, mean_interactions=10, seed=1))
-    folder = data.save(tmp_path / "data")
-    runs, out = tmp_path / "runs", tmp_path / "out"
+    probe = load_script("newest_item_probe")
+    folder, run, record = item_head_run(tmp_path, monkeypatch, "rerank_weight=1.0")
+    out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", [
-        "onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
-        "--preset", "tiny", "--epochs", "1", "--eval-users", "0", "--seeds", "0",
-        "--model", "item_loss_weight=1.0", "--model", "rerank_weight=1.0",
-        "--runs", str(runs), "--out", str(out), "--quiet",
-    ])  # fmt: skip
-    quality.main()
-    record = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
-    monkeypatch.setattr(sys, "argv", [
-        "newest_item_probe.py", "--run", str(runs / data.name / "seed0" / "model"),
+        "newest_item_probe.py", "--run", str(run),
         "--dataset", str(folder), "--out", str(out), "--name", "t", "--sasrec-seconds", "2",
     ])  # fmt: skip
     probe.main()
@@ -156,7 +157,7 @@ def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatc
     assert all(sorted(r) == sets for r in result.values())
     recorded = record["results"]["valid_exclude_seen"]["recall@10"]
     assert result["onerec"]["valid"]["recall@10"] == pytest.approx(recorded)
-    split = probe.leave_one_out(data.log, history_length=20)
+    split = probe.leave_one_out(probe.load_dataset(str(folder)).log, history_length=20)
     shifted = probe.probe_sets(split)["test without the newest item"]
     assert np.array_equal(shifted.target.values, split.test.target.values)
     assert np.array_equal(shifted.history.values, split.valid.history.values)
