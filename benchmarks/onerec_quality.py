@@ -133,8 +133,8 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
     overrides = parse_overrides(args.model)
     config = TrainConfig(history_length=args.history_length, session_items=args.session_items,
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
-                         batch_size=args.batch_size, eval_beam=args.eval_beam,
-                         eval_users=args.eval_users or None, seed=seed,
+                         weight_decay=args.weight_decay, batch_size=args.batch_size,
+                         eval_beam=args.eval_beam, eval_users=args.eval_users or None, seed=seed,
                          ema_decay=args.ema_decay or None)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, root / "model", config,
                                preset=args.preset, model_overrides=overrides,
@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=TrainConfig.patience,
                         help="epochs without a better validation Recall@10 before stopping")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                        help="AdamW's decoupled weight decay, on every parameter")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--eval-beam", type=int, default=TrainConfig.eval_beam)
     parser.add_argument("--eval-users", type=int, default=TrainConfig.eval_users,
