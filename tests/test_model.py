@@ -284,6 +284,32 @@ def test_item_identity_dropout_acts_in_training_on_the_encoder_input_only():
     assert not torch.equal(a, b)  # dropout on (config dropout is 0 in the tiny preset)
 
 
+def test_input_dropout_acts_on_the_encoder_input_in_training_only():
+    """``input_dropout`` replaces ``dropout`` on the encoder's input vectors: with the blocks'
+    dropout 0 (the tiny preset) the encoder output varies between draws in training only, and
+    a model whose blocks drop but whose input does not is deterministic when only the input
+    would differ."""
+    ids = catalog()
+    tokens, mask, users, _ = batch(tiny(), ids)
+    plain, dropped = tiny(), tiny(input_dropout=0.5)
+    assert dropped.config.dropout == 0
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        assert torch.equal(plain.encode(tokens, mask, users)[0],
+                           dropped.encode(tokens, mask, users)[0])  # fmt: skip
+        dropped.train()
+        torch.manual_seed(0)
+        a = dropped.encode(tokens, mask, users)[0]
+        torch.manual_seed(1)
+        b = dropped.encode(tokens, mask, users)[0]
+        assert not torch.equal(a, b)
+        # the blocks' dropout is 0.5 and the input's 0: only the blocks draw masks, so the
+        # encoder input reaches the first block whole
+        blocks_only = tiny(dropout=0.5, input_dropout=0.0).train()
+        assert blocks_only.input_drop.p == 0 and blocks_only.drop.p == 0.5
+        assert tiny(dropout=0.5).input_drop.p == 0.5
+
+
 def test_item_head_is_a_catalog_softmax_on_each_history_state():
     """The item head's loss in sequence_loss is the cross-entropy of every target's next item
     over the whole catalog, from the encoder state after the items before it, and it never sees
@@ -434,6 +460,7 @@ def test_config_json_round_trip():
         (dict(moe_balance="loss"), "moe_balance"),
         (dict(dropout=1.0), "dropout"),
         (dict(item_hash_dropout=-0.1), "item_hash_dropout"),
+        (dict(input_dropout=1.0), "input_dropout"),
         (dict(level_sizes=[]), "level_sizes"),
         (dict(level_sizes=[4, 0]), "level_sizes"),
         (dict(max_history=0), "max_history"),

@@ -86,6 +86,9 @@ class OneRecConfig:
     ``item_hash_dropout``: dropout on the identity embedding where the encoder reads it (as
     SASRec's 0.5 on its item embeddings), so that the encoder cannot lean on memorized items
     alone; the item head's output side reads it whole.
+    ``input_dropout``: dropout on the encoder's input vectors (every history token's embedding
+    with its item's identity and features; SASRec's embedding dropout); None (default) uses
+    ``dropout``. The decoder's input and the blocks keep ``dropout``.
     ``item_loss_weight``: when > 0, the model also has an *item head*: the encoder state of each
     history item (its tokens' mean), projected, scores every catalog item by a dot product with
     the item's embedding, the sum of its code tokens' embeddings (so a new item with known codes
@@ -118,6 +121,7 @@ class OneRecConfig:
     n_user_buckets: int = 1024
     item_hash_buckets: int = 0  # rows of each of the two hashed item-identity tables; 0 = none
     item_hash_dropout: float = 0.0  # dropout on the identity embedding in the encoder input
+    input_dropout: float | None = None  # dropout on the encoder's input; None: ``dropout``
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
     rel_buckets: int = 32
@@ -197,8 +201,10 @@ class OneRecConfig:
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
                 f"> 0 when training, or rerank_weight=0"
             )
-        for name in ("dropout", "item_hash_dropout"):
+        for name in ("dropout", "item_hash_dropout", "input_dropout"):
             value = getattr(self, name)
+            if value is None and name == "input_dropout":
+                continue
             if not _is_number(value) or not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:

@@ -342,6 +342,8 @@ class OneRec(nn.Module):
         h = config.item_hash_buckets
         self.item_hash = nn.ModuleList(nn.Embedding(h, d) for _ in _ITEM_HASHES) if h else None
         self.item_hash_drop = nn.Dropout(config.item_hash_dropout)
+        p = config.dropout if config.input_dropout is None else config.input_dropout
+        self.input_drop = nn.Dropout(p)
         # relative-position biases, one value per head: item distance in the encoder, recency of
         # a history item seen from a target in cross-attention (the last row: the user token),
         # T5's distance buckets in decoder self-attention
@@ -410,7 +412,7 @@ class OneRec(nn.Module):
         mask = history_mask.bool()
         mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(n_levels, dim=1)], dim=1)
         bias = self._encoder_bias(mask, n)
-        x = self.drop(x)
+        x = self.input_drop(x)
         for block in self.encoder:
             x = block(x, bias)
         return self.enc_norm(x), mask
