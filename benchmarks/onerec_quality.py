@@ -174,7 +174,9 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
 
 def summarize(records: list[dict]) -> dict:
     """Mean and sample standard deviation over seeds of validation Recall@10 and of the test
-    metrics in the setting each seed's validation selected (the seen-items choice)."""
+    metrics in the setting each seed's validation selected (the seen-items choice), and of the
+    training time: the trainer's own, summed over every resumed segment (``seconds.train``
+    covers only the last one) and including each epoch's validation."""
     def stats(values: list[float]) -> dict[str, float]:
         a = np.asarray(values, dtype=float)
         return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
@@ -184,7 +186,7 @@ def summarize(records: list[dict]) -> dict:
     return {"seeds": [r["seed"] for r in records], "valid_recall@10": valid, "test": test,
             "exclude_seen": [r["selected"]["exclude_seen"] for r in records],
             "best_epochs": [best_epoch(r) for r in records],
-            "train_seconds": stats([r["seconds"]["train"] for r in records])}  # fmt: skip
+            "train_seconds": stats([r["training"]["seconds"] for r in records])}  # fmt: skip
 
 
 def best_epoch(record: dict) -> int | None:

@@ -59,6 +59,8 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
     values = [r["selected"]["test"]["recall@10"] for r in (record, other)]
     assert summary["test"]["recall@10"]["mean"] == pytest.approx(sum(values) / 2)
     assert summary["test"]["recall@10"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    seconds = [r["training"]["seconds"] for r in (record, other)]  # summed over resumes
+    assert summary["train_seconds"]["mean"] == pytest.approx(sum(seconds) / 2)
     rows = (out / "onerec_quality.md").read_text().splitlines()
     assert len(rows) == 5 and rows[2].startswith(f"| {data.name} |")
     assert rows[4].startswith(f"| {data.name}, mean (sd) of seeds 0,3 |")
