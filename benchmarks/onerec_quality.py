@@ -13,7 +13,8 @@ the same settings everywhere (nothing here is tuned per dataset):
    ``--codes published``: a published RQ-VAE tokenization made from item text instead (Beauty,
    whose text is not on this machine), first 3 levels plus our collision code;
 2. OneRec (``--preset``, by default ``small``: 16 experts top-2, dropout 0.1, no user-id
-   embedding) trained by
+   embedding, an item head that re-ranks the beam, hashed item identities under dropout 0.5)
+   trained by
    next-token prediction over whole sequences for 20 epochs, early-stopped on the Recall@10 of
    4,096 validation users (beam search, ``--eval-beam``, patience 5); what is validated and kept
    is a moving average of the weights (``--ema-decay``);

@@ -433,8 +433,9 @@ def test_presets_have_their_advertised_sizes():
             model = OneRec(OneRecConfig.preset(name, level_sizes))
         return model.num_parameters(), model.num_active_parameters()
 
-    small, _ = size("small", [256] * 3)
-    assert 4.5e6 < small < 5.5e6  # 16 experts: the selected model
+    small, small_active = size("small", [256] * 3)
+    assert 6.5e6 < small < 7.5e6  # 16 experts and 2 x 8,192 identity rows: the selected model
+    assert 3e6 < small_active < 4e6
     base, base_active = size("base", paper)
     assert 0.08e9 < base < 0.13e9 and base_active < 0.6 * base
     large, large_active = size("large", paper)
