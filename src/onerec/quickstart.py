@@ -17,7 +17,7 @@ progress bars); each is one function below, and :func:`run` calls them in order:
 4. **semantic IDs** of every video from its content embedding (the item table's ``content``
    column, 64-d; balanced residual k-means, 3 levels);
 5. **train OneRec** (next-5-item session targets, the ``small`` preset narrowed to d_model 64,
-   1 + 2 layers and 4 experts, without the item head and item identities (not yet measured
+   1 + 2 layers and 4 experts, without the item head and item identities (they did not pay
    here), 5 epochs, otherwise the library's defaults: dropout 0.1, no user-id embedding,
    averaged weights; most of the quickstart's time);
 6. **align OneRec** (docs/alignment.md): a reward model (RM v3, ``REWARD_SETTINGS``) trained on
@@ -113,8 +113,9 @@ class QuickstartConfig:
     onerec_model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 64, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "d_ff": 256,
         "n_experts": 4, "top_k": 2,
-        # the quickstart's session model was measured without the item head and identities
-        # (benchmarks/results/quickstart.json); with them it is not measured yet
+        # without the small preset's item head and identities: the quickstart was measured
+        # without them (benchmarks/results/quickstart.json), and in one trial with them its
+        # session model validated lower and the oracle graded its sessions lower
         "item_loss_weight": 0.0, "rerank_weight": 0.0, "item_hash_buckets": 0,
         "item_hash_dropout": 0.0,
     })  # fmt: skip
