@@ -204,10 +204,10 @@ class OneRecConfig:
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
                 f"> 0 when training, or rerank_weight=0"
             )
-        for name in ("dropout", "item_hash_dropout", "input_dropout"):
-            value = getattr(self, name)
-            if value is None and name == "input_dropout":
-                continue
+        dropouts = {"dropout": self.dropout, "item_hash_dropout": self.item_hash_dropout}
+        if self.input_dropout is not None:  # None: follows dropout
+            dropouts["input_dropout"] = self.input_dropout
+        for name, value in dropouts.items():
             if not _is_number(value) or not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
