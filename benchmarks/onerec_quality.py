@@ -136,7 +136,8 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
                          epochs=args.epochs, patience=args.patience, lr=args.lr,
                          weight_decay=args.weight_decay, batch_size=args.batch_size,
                          eval_beam=args.eval_beam, eval_users=args.eval_users or None, seed=seed,
-                         ema_decay=args.ema_decay or None)  # fmt: skip
+                         ema_decay=args.ema_decay or None,
+                         prefix_samples=args.prefix_samples)  # fmt: skip
     trained = train_on_dataset(ds, tok_dir, root / "model", config,
                                preset=args.preset, model_overrides=overrides,
                                progress=not args.quiet)  # fmt: skip
@@ -264,6 +265,10 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                         help="validate and keep a moving average of the weights with this decay "
                              "per step (0 = the raw weights)")
+    parser.add_argument("--prefix-samples", action=argparse.BooleanOptionalAction,
+                        default=TrainConfig.prefix_samples,
+                        help="every target its own sample (its own encoder pass), instead of "
+                             "every target of a sequence from one pass")
     parser.add_argument("--seeds", default="0,1,2",
                         help="comma list; each seed tokenizes and trains from scratch, and the "
                              "summary gives the mean and spread")  # fmt: skip

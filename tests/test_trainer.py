@@ -16,6 +16,7 @@ from onerec.model import OneRec, OneRecConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
 from onerec.exceptions import ConfigError
 from onerec.training import TrainConfig, Trainer, length_batches, training_windows
+from onerec.training.windows import prefix_windows
 from onerec.training.trainer import WeightAverage
 from onerec.embeddings import cooccurrence_embeddings
 
@@ -35,6 +36,54 @@ def test_windows_score_every_target_once_with_full_history():
         assert scored == seq[1:].tolist()  # every item after the first is a target, once
     with pytest.raises(ConfigError, match="max_length"):
         training_windows(seqs, history_length=5, max_length=5)
+
+
+def test_prefix_windows_make_every_target_its_own_window():
+    seqs = Ragged.from_lists([list(range(7)), [5, 6], [7], list(range(20, 24))])
+    w = prefix_windows(seqs, history_length=3)
+    assert w.user.tolist() == [0] * 6 + [1] + [3] * 3
+    assert w.items.tolist()[:6] == [[0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5],
+                                    [3, 4, 5, 6]]  # fmt: skip
+    assert w.n_targets.tolist() == [1] * 10
+    for items, first in zip(w.items, w.first_target):
+        assert first == len(items) - 1 and 1 <= first <= 3  # the target last, after its history
+    # sessions of m items: the target's next m - 1 items ride along, cut at the sequence's end
+    w3 = prefix_windows(seqs, history_length=2, session_items=3)
+    assert w3.items.tolist()[:6] == [[0, 1, 2, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 5],
+                                     [2, 3, 4, 5, 6], [3, 4, 5, 6], [4, 5, 6]]  # fmt: skip
+    assert w3.first_target.tolist()[:6] == [1, 2, 2, 2, 2, 2]
+    assert w3.n_targets.tolist() == [1] * 10
+    with pytest.raises(ConfigError, match="session_items"):
+        prefix_windows(seqs, history_length=3, session_items=0)
+
+
+def test_prefix_samples_score_the_same_targets_as_whole_sequences(tmp_path: Path) -> None:
+    """Without dropout, a step's summed losses over every target are the same whether each
+    target is its own sample or every target of a sequence comes from one encoder pass: the
+    encoder is block-causal, so a target's state does not depend on what follows it."""
+    totals = {}
+    for prefix in (False, True):
+        config = TrainConfig(history_length=8, window_items=200, session_items=2, batch_size=64,
+                             prefix_samples=prefix, device="cpu", precision="fp32")  # fmt: skip
+        model, ids, split = setup(tmp_path, item_loss_weight=1.0)
+        trainer = Trainer(model, ids, split, config, tmp_path / f"prefix{prefix}")
+        model.eval()
+        ntp = item = 0.0
+        n_codes = n_items = 0
+        with torch.no_grad():
+            for rows in np.array_split(np.arange(len(trainer.windows)), 8):
+                tokens, mask, starts, users, _, items = trainer._tensors(rows)
+                out = model.sequence_loss(tokens, mask, users, 2, starts=starts, normalizer=1.0,
+                                          items=items, catalog=ids.codes)  # fmt: skip
+                ntp, item = ntp + float(out.ntp), item + float(out.item_sum)
+                n_codes, n_items = n_codes + out.n_codes, n_items + out.n_item_targets
+        totals[prefix] = (ntp, item, n_codes, n_items)
+    (a, b, c, d), (a2, b2, c2, d2) = totals[False], totals[True]
+    assert len(trainer.windows) == d2 == d > 500  # one window per target
+    assert c2 == c
+    assert a2 == pytest.approx(a, rel=1e-4) and b2 == pytest.approx(b, rel=1e-4)
+    with pytest.raises(ConfigError, match="prefix_samples"):
+        TrainConfig(prefix_samples="yes")  # type: ignore[arg-type]
 
 
 def test_length_batches_group_similar_lengths_and_cover_everything():

@@ -213,7 +213,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 # None, so TrainConfig alone holds the defaults
 TRAIN_OPTIONS = ("session_items", "history_length", "window_items", "batch_size", "epochs", "lr",
                  "patience", "eval_beam", "eval_users", "seed", "device", "max_seconds",
-                 "ema_decay")  # fmt: skip
+                 "ema_decay", "prefix_samples")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -583,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--window-items", type=int,
                     help="longest sequence read in one piece; longer ones are windowed "
                     "(default 100)")
+    tr.add_argument("--prefix-samples", action=argparse.BooleanOptionalAction, default=None,
+                    help="every target its own sample, with its own encoder pass over its "
+                    "history (default: every target of a sequence from one pass)")
     tr.add_argument("--batch-size", type=int, help="next-item targets per step (default 256)")
     tr.add_argument("--epochs", type=int, help="(default 20)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")

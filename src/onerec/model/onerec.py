@@ -657,10 +657,16 @@ class OneRec(nn.Module):
         m = session_items
         memory, memory_mask = self.encode(tokens, mask, user_ids, features)
         mask = mask.bool()
-        cols = torch.arange(1, n, device=tokens.device)  # (G,) target starts
-        valid = mask[:, 1:] & mask[:, :-1]  # (B, G) an item, and an item before it
+        valid = mask[:, 1:] & mask[:, :-1]  # (B, n - 1) an item, and an item before it
         if starts is not None:
             valid &= starts[:, 1:].bool()
+        head_valid = valid
+        # decode only the columns where some row has a target (one per row for prefix samples)
+        used = valid.any(0)
+        if not bool(used.any()):  # nothing to score: decode every column, as zeros in the loss
+            used = torch.ones_like(used)
+        cols = torch.arange(1, n, device=tokens.device)[used]  # (G,) target starts
+        valid = valid[:, used]  # (B, G)
         index = cols[:, None] + torch.arange(m, device=tokens.device)  # (G, m) target columns
         inside = index < n
         index = index.clamp(max=n - 1)
@@ -684,9 +690,9 @@ class OneRec(nn.Module):
                 "the model has an item head (item_loss_weight > 0): pass items (the item ids of "
                 "tokens) and catalog (SemanticIds.codes) to sequence_loss"
             )
-        query = self.item_queries(memory)[:, :-1][valid]  # (T, d): after column j - 1
-        n_targets = int(valid.sum())
-        targets = items[:, 1:][valid].long()
+        query = self.item_queries(memory)[:, :-1][head_valid]  # (T, d): after column j - 1
+        n_targets = int(head_valid.sum())
+        targets = items[:, 1:][head_valid].long()
         mean = full_softmax_cross_entropy(query, self.item_embeddings(catalog), targets)
         item_sum = mean * n_targets
         weight = self.config.item_loss_weight

@@ -62,7 +62,7 @@ from onerec.training.run_folder import (
     train_config_record,
     weights_metadata,
 )
-from onerec.training.windows import length_batches, training_windows
+from onerec.training.windows import length_batches, prefix_windows, training_windows
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ class TrainConfig:
     finish.
     ``features``: side features of every history item (``onerec.data.features`` names) the
     split is built with and the model reads (``history_features = len(features)``).
+    ``prefix_samples``: make every target its own sample (``windows.prefix_windows``: its own
+    encoder pass over at most ``history_length`` items, its own dropout, batches that mix many
+    users), instead of scoring every target of a sequence from one encoder pass (False, the
+    default); ``window_items`` is then unused.
     ``ema_decay``: keep an exponential moving average of the weights (decay per step, e.g.
     0.999: about the last 1,000 steps; the default) and validate, keep and return the average
     instead of the raw weights; None trains and keeps the raw weights."""
@@ -109,6 +113,7 @@ class TrainConfig:
     max_seconds: float | None = None
     features: tuple[str, ...] = ()
     ema_decay: float | None = 0.999
+    prefix_samples: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.features, (list, tuple)) or not all(
@@ -133,6 +138,8 @@ class TrainConfig:
                 f"window_items ({self.window_items}) must exceed history_length "
                 f"({self.history_length})"
             )
+        if not isinstance(self.prefix_samples, bool):
+            raise ConfigError(f"prefix_samples must be true or false, got {self.prefix_samples!r}")
         if self.eval_users is not None and self.eval_users < 1:
             raise ConfigError(f"eval_users must be >= 1 or None, got {self.eval_users}")
         if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
@@ -260,10 +267,13 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if (
             dist.is_available() and dist.is_initialized()) else (0, 1)  # fmt: skip
-        self.windows = training_windows(
-            split.train_sequences(), config.history_length, config.window_items,
-            _train_features(model, split, config),
-        )  # fmt: skip
+        sequences, features = split.train_sequences(), _train_features(model, split, config)
+        if config.prefix_samples:
+            self.windows = prefix_windows(sequences, config.history_length,
+                                          config.session_items, features)  # fmt: skip
+        else:
+            self.windows = training_windows(sequences, config.history_length,
+                                            config.window_items, features)  # fmt: skip
         n_targets = int(self.windows.n_targets.sum())
         if n_targets == 0:
             raise ConfigError("no training sequence has 2 items: there is nothing to predict")
@@ -307,8 +317,11 @@ class Trainer:
         width = int(items.lengths.max())
         padded = pad_history(items, width).to(self.device)  # (B, n), -1 on the left
         tokens, mask = self.model.layout.encode_history(padded, self.ids.codes)
-        first = torch.from_numpy(width - items.lengths + w.first_target[rows]).to(self.device)
-        starts = torch.arange(width, device=self.device) >= first.unsqueeze(1)
+        shift = width - items.lengths
+        first = torch.from_numpy(shift + w.first_target[rows]).to(self.device)
+        end = torch.from_numpy(shift + w.target_end[rows]).to(self.device)
+        column = torch.arange(width, device=self.device)
+        starts = (column >= first.unsqueeze(1)) & (column < end.unsqueeze(1))
         features = None
         if w.features is not None:
             features = pad_features(items, w.features.take(rows).values, width).to(self.device)

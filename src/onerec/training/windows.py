@@ -7,6 +7,12 @@ and scores targets from column 1; each later window starts ``history_length`` it
 first target, so every target still sees its full history, and scores only the targets after
 that context. Every target of the training sequence is scored exactly once per epoch.
 
+With ``prefix_windows`` every target is a window of its own instead: its history (at most
+``history_length`` items) and its target items, the newest history item in the last context
+column, as at inference. Each target then gets its own encoder pass and dropout, and a batch
+mixes targets of many users (SASRec-CE's training in our harness, "every prefix a sample"), at
+the cost of re-encoding the shared history once per target.
+
 Side features of the items (``Split.train_features``), when given, are cut the same way, so
 window w's feature rows belong to its items one for one.
 
@@ -26,20 +32,27 @@ from onerec.exceptions import ConfigError
 
 @dataclass(frozen=True)
 class Windows:
-    """Slices of training sequences; ``first_target[w]`` is window w's first scored column."""
+    """Slices of training sequences; window w scores the targets that start at its columns
+    ``first_target[w] .. end_target[w] - 1`` (None: up to its last column)."""
 
     user: np.ndarray  # (W,) user index of every window
     items: Ragged  # item ids per window, oldest first
     first_target: np.ndarray  # (W,) >= 1
     features: Ragged | None = None  # (nnz, F) side features of `items`, same offsets
+    end_target: np.ndarray | None = None  # (W,) > first_target; None: the window's length
 
     def __len__(self) -> int:
         return len(self.user)
 
     @property
+    def target_end(self) -> np.ndarray:
+        """``(W,)``: one past every window's last scored column."""
+        return self.items.lengths if self.end_target is None else self.end_target
+
+    @property
     def n_targets(self) -> np.ndarray:
         """Targets (columns that start a next-items target) in every window."""
-        return np.maximum(self.items.lengths - self.first_target, 0)
+        return np.maximum(self.target_end - self.first_target, 0)
 
 
 def training_windows(
@@ -74,6 +87,38 @@ def training_windows(
     items = sequences.slices(starts, lengths)
     window_features = None if features is None else features.slices(starts, lengths)
     return Windows(row, items, first_col - start, window_features)
+
+
+def prefix_windows(
+    sequences: Ragged, history_length: int, session_items: int = 1,
+    features: Ragged | None = None,
+) -> Windows:
+    """One window per target of row ``u`` of ``sequences`` (user u's training items, oldest
+    first): for the target starting at item j >= 1, items ``max(0, j - history_length) .. j +
+    session_items - 1`` (cut at the sequence's end), scoring column j alone. Every target is
+    scored exactly once per epoch, as with :func:`training_windows`."""
+    if features is not None and not np.array_equal(features.offsets, sequences.offsets):
+        raise ConfigError(
+            "features must hold one row per item of sequences (the same offsets); build both "
+            "from the same split (Split.train_sequences and Split.train_features)"
+        )
+    if history_length < 1 or session_items < 1:
+        raise ConfigError(
+            f"history_length and session_items must be >= 1, got {history_length} and "
+            f"{session_items}"
+        )
+    lengths = sequences.lengths
+    per_row = np.maximum(lengths - 1, 0)
+    row = np.repeat(np.arange(len(sequences), dtype=np.int64), per_row)
+    first = np.cumsum(per_row) - per_row
+    target = np.arange(int(per_row.sum()), dtype=np.int64) - np.repeat(first, per_row) + 1
+    start = np.maximum(target - history_length, 0)
+    end = np.minimum(target + session_items, lengths[row])
+    starts = sequences.offsets[row] + start
+    items = sequences.slices(starts, end - start)
+    window_features = None if features is None else features.slices(starts, end - start)
+    column = target - start
+    return Windows(row, items, column, window_features, column + 1)
 
 
 def length_batches(
