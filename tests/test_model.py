@@ -168,11 +168,13 @@ def test_model_input_errors():
         model.sequence_loss(tokens[:, :1], mask[:, :1], users, session_items=1)
 
 
-def test_one_encoder_pass_equals_one_example_per_target():
+@pytest.mark.parametrize("pool_items", [False, True])
+def test_one_encoder_pass_equals_one_example_per_target(pool_items: bool):
     """sequence_loss over whole sequences == the loss of every (history, next m items) example
-    taken separately, partial sessions at the end included."""
+    taken separately, partial sessions at the end included; with one encoder token per item
+    (pool_items) as with one per code."""
     ids = catalog()
-    model = tiny(n_experts=4).eval()
+    model = tiny(n_experts=4, pool_items=pool_items).eval()
     items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])  # right-aligned
     users = torch.tensor([3, 8])
     tokens, mask = model.layout.encode_history(items, ids.codes)
@@ -306,12 +308,13 @@ def test_input_dropout_sets_the_encoder_input_dropout_alone():
     assert tiny(dropout=0.5, input_dropout=0.0).input_drop.p == 0.0
 
 
-def test_item_head_is_a_catalog_softmax_on_each_history_state():
+@pytest.mark.parametrize("pool_items", [False, True])
+def test_item_head_is_a_catalog_softmax_on_each_history_state(pool_items: bool):
     """The item head's loss in sequence_loss is the cross-entropy of every target's next item
     over the whole catalog, from the encoder state after the items before it, and it never sees
     later items; its scores are the item head's log-probabilities after a whole history."""
     ids = catalog()
-    model = tiny(item_loss_weight=0.5).eval()
+    model = tiny(item_loss_weight=0.5, pool_items=pool_items).eval()
     items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])  # right-aligned
     users = torch.tensor([3, 8])
     tokens, mask = model.layout.encode_history(items, ids.codes)
@@ -343,13 +346,15 @@ def test_item_head_is_a_catalog_softmax_on_each_history_state():
         tiny().item_queries(memory)
 
 
-def test_item_head_trains_to_rank_the_next_item():
+@pytest.mark.parametrize("pool_items", [False, True])
+def test_item_head_trains_to_rank_the_next_item(pool_items: bool):
     """Trained on a deterministic successor, the item head alone ranks the true next item first
-    (almost always), and so does the beam re-ranked by it (rerank_weight)."""
+    (almost always), and so does the beam re-ranked by it (rerank_weight); with one encoder
+    token per item (pool_items) too."""
     from onerec.generation.beam_search import beam_search_items
 
     ids = catalog(20)
-    model = tiny(item_loss_weight=1.0, rerank_weight=1.0)
+    model = tiny(item_loss_weight=1.0, rerank_weight=1.0, pool_items=pool_items)
     seqs = torch.stack([(torch.arange(6) * 3 + s) % 20 for s in range(20)])  # next = +3 mod 20
     tokens, mask = model.layout.encode_history(seqs, ids.codes)
     users = torch.zeros(20, dtype=torch.long)
@@ -482,3 +487,28 @@ def test_config_rejects_unknown_fields_and_presets():
         OneRecConfig.preset("huge", SIZES)
     with pytest.raises(ConfigError, match="unknown config fields"):
         OneRecConfig.preset("tiny", SIZES, heads=2)
+
+
+def test_pooled_items_give_one_encoder_token_per_item():
+    """With pool_items the encoder reads one token per history item, the sum of its code
+    tokens' embeddings with the level embeddings (and its identity)."""
+    ids = catalog()
+    model = tiny(pool_items=True, item_hash_buckets=64, n_user_buckets=0).eval()
+    tokens, mask, users, target = batch(model, ids, n=6)
+    memory, memory_mask = model.encode(tokens, mask, users)
+    assert memory.shape[1] == 1 + 6 and memory_mask.shape == (tokens.shape[0], 7)
+    assert torch.equal(memory_mask[:, 1:], mask.bool())
+    captured = {}
+    handle = model.encoder[0].register_forward_pre_hook(lambda m, a: captured.update(x=a[0]))
+    with torch.no_grad():
+        model.encode(tokens, mask, users)
+    handle.remove()
+    expected = (model.tok_emb(tokens) + model.enc_level.weight).sum(2)
+    expected = expected + model._item_identity(tokens)
+    torch.testing.assert_close(captured["x"][:, 1:], expected)
+    unpooled = tiny(item_hash_buckets=64, n_user_buckets=0)
+    assert unpooled.encode(tokens, mask, users)[0].shape[1] == 1 + 6 * 3
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in unpooled.parameters())  # the same weights, read differently
+    with pytest.raises(ConfigError, match="pool_items"):
+        tiny(pool_items=1)

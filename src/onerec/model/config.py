@@ -89,6 +89,11 @@ class OneRecConfig:
     ``item_hash_dropout``: dropout on the identity embedding where the encoder reads it (as
     SASRec's 0.5 on its item embeddings), so that the encoder cannot lean on memorized items
     alone; the item head's output side reads it whole.
+    ``pool_items``: the encoder reads one token per history item, the sum of its code tokens'
+    embeddings (with its identity and features), instead of one token per code (False, the
+    default). The encoder and the decoder's cross-attention then run over n items instead of
+    n x L' codes: SASRec's one position per item, at a third of the encoder's cost with 3
+    levels; the decoder still generates codes.
     ``input_dropout``: dropout on the encoder's input vectors (every history token's embedding
     with its item's identity and features; SASRec's embedding dropout); None (default) uses
     ``dropout``. The decoder's input and the blocks keep ``dropout``.
@@ -130,6 +135,7 @@ class OneRecConfig:
     rel_buckets: int = 32
     rel_max_distance: int = 128
     tie_embeddings: bool = True
+    pool_items: bool = False  # one encoder token per history item instead of one per code
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -212,6 +218,8 @@ class OneRecConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
+        if not isinstance(self.pool_items, bool):
+            raise ConfigError(f"pool_items must be true or false, got {self.pool_items!r}")
         if not isinstance(self.tie_embeddings, bool):
             raise ConfigError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
 

@@ -333,6 +333,8 @@ class OneRec(nn.Module):
         super().__init__()
         self.config = config
         self.layout = TokenLayout(config.level_sizes)
+        # encoder tokens per history item: one per code, or one pooled token (pool_items)
+        self.item_width = 1 if config.pool_items else config.n_levels
         d, n_levels, heads = config.d_model, config.n_levels, config.n_heads
         self.tok_emb = nn.Embedding(self.layout.vocab_size, d)
         self.user_emb = nn.Embedding(config.n_user_buckets, d) if config.n_user_buckets else None
@@ -375,7 +377,8 @@ class OneRec(nn.Module):
         user_ids: Tensor,
         features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Encoder memory ``(B, 1 + n*L', d)`` and its mask (True = a real token).
+        """Encoder memory ``(B, 1 + n*w, d)`` and its mask (True = a real token); ``w`` is
+        ``item_width``: L' tokens per history item, or 1 with ``pool_items``.
 
         ``history_tokens`` (B, n, L'): every item's code tokens (``TokenLayout.encode_history``),
         oldest first; ``history_mask`` (B, n): True for real items (padding anywhere, usually on
@@ -391,7 +394,7 @@ class OneRec(nn.Module):
             raise ModelError(
                 f"history_tokens must be (B, n, {c.n_levels}), got {tuple(history_tokens.shape)}"
             )
-        b, n, n_levels = history_tokens.shape
+        b, n = history_tokens.shape[:2]
         if tuple(history_mask.shape) != (b, n):
             raise ModelError(
                 f"history_mask must be (B, n) = {(b, n)}, got {tuple(history_mask.shape)}"
@@ -399,6 +402,9 @@ class OneRec(nn.Module):
         if tuple(user_ids.shape) != (b,) or user_ids.dtype.is_floating_point:
             raise ModelError(f"user_ids must be ({b},) integers, got {tuple(user_ids.shape)}")
         x = self.tok_emb(history_tokens) + self.enc_level.weight  # (B, n, L', d)
+        if c.pool_items:  # one token per item: the sum of its codes' (as item_embeddings)
+            x = x.sum(2, keepdim=True)  # (B, n, 1, d)
+        w = self.item_width
         if self.item_hash is not None:
             x = x + self.item_hash_drop(self._item_identity(history_tokens)).unsqueeze(2)
         if self.feature_proj is not None or features is not None:
@@ -408,9 +414,9 @@ class OneRec(nn.Module):
         else:
             user = self.user_emb(torch.remainder(user_ids.long(), c.n_user_buckets))
             user = (user * (user_ids >= 0).unsqueeze(1)).unsqueeze(1)  # -1: anonymous, zeros
-        x = torch.cat([user, x.reshape(b, n * n_levels, -1)], dim=1)  # (B, S = 1 + n*L', d)
+        x = torch.cat([user, x.reshape(b, n * w, -1)], dim=1)  # (B, S = 1 + n*w, d)
         mask = history_mask.bool()
-        mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(n_levels, dim=1)], dim=1)
+        mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(w, dim=1)], dim=1)
         bias = self._encoder_bias(mask, n)
         x = self.input_drop(x)
         for block in self.encoder:
@@ -449,8 +455,8 @@ class OneRec(nn.Module):
         return self.feature_proj(features.to(self.feature_proj.weight.dtype))
 
     def _token_columns(self, n: int, device: torch.device) -> Tensor:
-        """The item column ``(n * L',)`` of every history token after the user token."""
-        return torch.arange(n, device=device).repeat_interleave(self.config.n_levels)
+        """The item column ``(n * w,)`` of every history token after the user token."""
+        return torch.arange(n, device=device).repeat_interleave(self.item_width)
 
     def _encoder_bias(self, mask: Tensor, n: int) -> Tensor:
         """``(B, H, S, S)`` self-attention bias: block-causal over items within ``max_history``
@@ -479,7 +485,7 @@ class OneRec(nn.Module):
         """
         window = self.config.max_history
         b, s = memory_mask.shape
-        n = (s - 1) // self.config.n_levels
+        n = (s - 1) // self.item_width
         if targets is None:
             targets = torch.full((b, 1), n, dtype=torch.int64, device=memory_mask.device)
         col = self._token_columns(n, memory_mask.device)
@@ -556,12 +562,12 @@ class OneRec(nn.Module):
     # --- item head ----------------------------------------------------------------------------
     def item_queries(self, memory: Tensor) -> Tensor:
         """``(B, n, d)``: the item head's query after every history column of encoder ``memory``
-        (B, 1 + n*L', d): the mean of the column's token states, projected."""
+        (B, 1 + n*w, d): the mean of the column's token states, projected."""
         if self.item_query is None:
             raise ModelError("the model has no item head: build it with item_loss_weight > 0")
         b, s, d = memory.shape
-        n_levels = self.config.n_levels
-        pooled = memory[:, 1:].reshape(b, (s - 1) // n_levels, n_levels, d).mean(2)
+        w = self.item_width
+        pooled = memory[:, 1:].reshape(b, (s - 1) // w, w, d).mean(2)
         return self.item_query(pooled)
 
     def item_embeddings(self, catalog: Tensor) -> Tensor:
