@@ -512,3 +512,28 @@ def test_pooled_items_give_one_encoder_token_per_item():
         p.numel() for p in unpooled.parameters())  # the same weights, read differently
     with pytest.raises(ConfigError, match="pool_items"):
         tiny(pool_items=1)
+
+
+def test_item_head_options_own_table_and_residual_query():
+    """item_head_tied=False scores items with a code table of the head's own, trained by the
+    head's loss; item_query_residual adds the item state to its projection."""
+    ids = catalog()
+    items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])
+    users = torch.tensor([3, 8])
+    own = tiny(item_loss_weight=1.0, item_head_tied=False)
+    assert tiny(item_loss_weight=1.0).item_out is None and own.item_out is not None
+    tokens, mask = own.layout.encode_history(items, ids.codes)
+    emb = own.item_embeddings(ids.codes[:2])
+    torch.testing.assert_close(emb[1], own.item_out(tokens[1, 0]).sum(0))
+    own.zero_grad()
+    out = own.sequence_loss(tokens, mask, users, 1, items=items, catalog=ids.codes)
+    out.item_sum.backward()  # the head's loss alone
+    assert own.item_out.weight.grad.abs().sum() > 0
+    residual = tiny(item_loss_weight=1.0, item_query_residual=True).eval()
+    with torch.no_grad():
+        memory, _ = residual.encode(tokens, mask, users)
+        pooled = memory[:, 1:].reshape(2, 6, 3, -1).mean(2)
+        torch.testing.assert_close(residual.item_queries(memory),
+                                   pooled + residual.item_query(pooled))  # fmt: skip
+    with pytest.raises(ConfigError, match="item_head_tied"):
+        tiny(item_head_tied=0)

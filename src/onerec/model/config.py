@@ -103,6 +103,12 @@ class OneRecConfig:
     gets a score, and no per-item table grows with the catalog; with ``item_hash_buckets`` its
     identity embedding is added too). It is trained by a full softmax
     over the catalog on the same next-item targets, added to the loss with this weight.
+    ``item_head_tied``: the head's item embeddings sum rows of the code-token table that the
+    encoder reads and the decoder predicts with (True, the default); False gives the head a
+    code-embedding table of its own (the identity embedding stays shared).
+    ``item_query_residual``: the head's query is the item state plus its projection, so that a
+    history item's state scores items like it from the start (SASRec's tied path), instead of
+    the projection alone (False, the default).
     ``rerank_weight``: when ranking items (``beam_search_items``), a beam's score becomes its
     log-probability plus this times the item head's log-probability of its item; the beam still
     proposes every candidate. 0 (default) ranks by the beam alone.
@@ -132,6 +138,8 @@ class OneRecConfig:
     input_dropout: float | None = None  # dropout on the encoder's input; None: ``dropout``
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
+    item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
+    item_query_residual: bool = False  # the head's query: state + projection(state)
     rel_buckets: int = 32
     rel_max_distance: int = 128
     tie_embeddings: bool = True
@@ -218,10 +226,9 @@ class OneRecConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
-        if not isinstance(self.pool_items, bool):
-            raise ConfigError(f"pool_items must be true or false, got {self.pool_items!r}")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ConfigError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
+        for name in ("tie_embeddings", "pool_items", "item_head_tied", "item_query_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     # --- derived sizes --------------------------------------------------------------------
     @property

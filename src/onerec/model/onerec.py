@@ -359,7 +359,10 @@ class OneRec(nn.Module):
         self.dec_norm = RMSNorm(d, config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(d, self.layout.vocab_size,
                                                                      bias=False)  # fmt: skip
-        self.item_query = nn.Linear(d, d, bias=False) if config.item_loss_weight > 0 else None
+        head = config.item_loss_weight > 0
+        self.item_query = nn.Linear(d, d, bias=False) if head else None
+        self.item_out = (nn.Embedding(self.layout.vocab_size, d)
+                         if head and not config.item_head_tied else None)  # fmt: skip
         self.apply(self._init_weights)
         for table in (self.enc_rel, self.cross_rel, self.dec_rel):
             nn.init.zeros_(table.weight)  # start without positional preferences
@@ -568,15 +571,17 @@ class OneRec(nn.Module):
         b, s, d = memory.shape
         w = self.item_width
         pooled = memory[:, 1:].reshape(b, (s - 1) // w, w, d).mean(2)
-        return self.item_query(pooled)
+        query = self.item_query(pooled)
+        return pooled + query if self.config.item_query_residual else query
 
     def item_embeddings(self, catalog: Tensor) -> Tensor:
         """``(N, d)``: every catalog item's embedding, the sum of its code tokens' embeddings
-        (plus its hashed identity embedding when the model has one, ``item_hash_buckets``);
+        (from the head's own table with ``item_head_tied=False``; plus its hashed identity
+        embedding when the model has one, ``item_hash_buckets``);
         ``catalog`` (N, L') holds the items' codes (``SemanticIds.codes``)."""
         start = torch.tensor(self.layout.level_start, device=catalog.device)
         tokens = catalog.long() + start
-        out = self.tok_emb(tokens).sum(1)
+        out = (self.tok_emb if self.item_out is None else self.item_out)(tokens).sum(1)
         if self.item_hash is not None:
             out = out + self._item_identity(tokens.unsqueeze(0))[0]
         return out
