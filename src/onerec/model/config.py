@@ -92,8 +92,8 @@ class OneRecConfig:
     ``pool_items``: the encoder reads one token per history item, the sum of its code tokens'
     embeddings (with its identity and features), instead of one token per code (False, the
     default). The encoder and the decoder's cross-attention then run over n items instead of
-    n x L' codes: SASRec's one position per item, at a third of the encoder's cost with 3
-    levels; the decoder still generates codes.
+    n x L' codes: SASRec's one position per item, at about 1/L' of the encoder's cost; the
+    decoder still generates codes.
     ``input_dropout``: dropout on the encoder's input vectors (every history token's embedding
     with its item's identity and features; SASRec's embedding dropout); None (default) uses
     ``dropout``. The decoder's input and the blocks keep ``dropout``.

@@ -565,7 +565,8 @@ class OneRec(nn.Module):
     # --- item head ----------------------------------------------------------------------------
     def item_queries(self, memory: Tensor) -> Tensor:
         """``(B, n, d)``: the item head's query after every history column of encoder ``memory``
-        (B, 1 + n*w, d): the mean of the column's token states, projected."""
+        (B, 1 + n*w, d): the mean of the column's token states, projected (plus the mean itself
+        with ``item_query_residual``)."""
         if self.item_query is None:
             raise ModelError("the model has no item head: build it with item_loss_weight > 0")
         b, s, d = memory.shape
