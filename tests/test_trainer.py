@@ -15,8 +15,8 @@ from onerec.data.ragged import Ragged
 from onerec.model import OneRec, OneRecConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
 from onerec.exceptions import ConfigError
-from onerec.training import TrainConfig, Trainer, length_batches, training_windows
-from onerec.training.windows import prefix_windows
+from onerec.training import (TrainConfig, Trainer, length_batches, prefix_windows,
+                             training_windows)
 from onerec.training.trainer import WeightAverage
 from onerec.embeddings import cooccurrence_embeddings
 

@@ -2,6 +2,9 @@
 exact resume and data parallelism."""
 
 from onerec.training.trainer import TrainConfig, Trainer, resolve_device
-from onerec.training.windows import Windows, length_batches, training_windows
+from onerec.training.windows import Windows, length_batches, prefix_windows, training_windows
 
-__all__ = ["TrainConfig", "Trainer", "Windows", "length_batches", "resolve_device", "training_windows"]
+__all__ = [
+    "TrainConfig", "Trainer", "Windows", "length_batches", "prefix_windows", "resolve_device",
+    "training_windows",
+]

@@ -319,7 +319,7 @@ class Trainer:
         tokens, mask = self.model.layout.encode_history(padded, self.ids.codes)
         shift = width - items.lengths
         first = torch.from_numpy(shift + w.first_target[rows]).to(self.device)
-        end = torch.from_numpy(shift + w.target_end[rows]).to(self.device)
+        end = torch.from_numpy(shift + w.end_target[rows]).to(self.device)
         column = torch.arange(width, device=self.device)
         starts = (column >= first.unsqueeze(1)) & (column < end.unsqueeze(1))
         features = None

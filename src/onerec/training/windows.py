@@ -33,26 +33,29 @@ from onerec.exceptions import ConfigError
 @dataclass(frozen=True)
 class Windows:
     """Slices of training sequences; window w scores the targets that start at its columns
-    ``first_target[w] .. end_target[w] - 1`` (None: up to its last column)."""
+    ``first_target[w] .. end_target[w] - 1``."""
 
     user: np.ndarray  # (W,) user index of every window
     items: Ragged  # item ids per window, oldest first
     first_target: np.ndarray  # (W,) >= 1
+    end_target: np.ndarray  # (W,) one past the last scored column
     features: Ragged | None = None  # (nnz, F) side features of `items`, same offsets
-    end_target: np.ndarray | None = None  # (W,) > first_target; None: the window's length
 
     def __len__(self) -> int:
         return len(self.user)
 
     @property
-    def target_end(self) -> np.ndarray:
-        """``(W,)``: one past every window's last scored column."""
-        return self.items.lengths if self.end_target is None else self.end_target
-
-    @property
     def n_targets(self) -> np.ndarray:
         """Targets (columns that start a next-items target) in every window."""
-        return np.maximum(self.target_end - self.first_target, 0)
+        return np.maximum(self.end_target - self.first_target, 0)
+
+
+def _check_features(sequences: Ragged, features: Ragged | None) -> None:
+    if features is not None and not np.array_equal(features.offsets, sequences.offsets):
+        raise ConfigError(
+            "features must hold one row per item of sequences (the same offsets); build both "
+            "from the same split (Split.train_sequences and Split.train_features)"
+        )
 
 
 def training_windows(
@@ -61,11 +64,7 @@ def training_windows(
     """Cut row ``u`` of ``sequences`` (user u's training items, oldest first) into windows of at
     most ``max_length`` items; rows with fewer than 2 items give no window (no target).
     ``features``: side-feature rows of the items (same offsets as ``sequences``), sliced alike."""
-    if features is not None and not np.array_equal(features.offsets, sequences.offsets):
-        raise ConfigError(
-            "features must hold one row per item of sequences (the same offsets); build both "
-            "from the same split (Split.train_sequences and Split.train_features)"
-        )
+    _check_features(sequences, features)
     if history_length < 1:
         raise ConfigError(f"history_length must be >= 1, got {history_length}")
     if max_length <= history_length:
@@ -86,7 +85,7 @@ def training_windows(
     starts, lengths = sequences.offsets[row] + start, end - start
     items = sequences.slices(starts, lengths)
     window_features = None if features is None else features.slices(starts, lengths)
-    return Windows(row, items, first_col - start, window_features)
+    return Windows(row, items, first_col - start, lengths, window_features)
 
 
 def prefix_windows(
@@ -97,11 +96,7 @@ def prefix_windows(
     first): for the target starting at item j >= 1, items ``max(0, j - history_length) .. j +
     session_items - 1`` (cut at the sequence's end), scoring column j alone. Every target is
     scored exactly once per epoch, as with :func:`training_windows`."""
-    if features is not None and not np.array_equal(features.offsets, sequences.offsets):
-        raise ConfigError(
-            "features must hold one row per item of sequences (the same offsets); build both "
-            "from the same split (Split.train_sequences and Split.train_features)"
-        )
+    _check_features(sequences, features)
     if history_length < 1 or session_items < 1:
         raise ConfigError(
             f"history_length and session_items must be >= 1, got {history_length} and "
@@ -118,7 +113,7 @@ def prefix_windows(
     items = sequences.slices(starts, end - start)
     window_features = None if features is None else features.slices(starts, end - start)
     column = target - start
-    return Windows(row, items, column, window_features, column + 1)
+    return Windows(row, items, column, column + 1, window_features)
 
 
 def length_batches(
