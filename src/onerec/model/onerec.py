@@ -674,9 +674,8 @@ class OneRec(nn.Module):
             valid &= starts[:, 1:].bool()
         head_valid = valid
         # decode only the columns where some row has a target (one per row for prefix samples)
-        used = valid.any(0)
-        if not bool(used.any()):  # nothing to score: decode every column, as zeros in the loss
-            used = torch.ones_like(used)
+        # (nothing to score at all: every column, as zeros in the loss; no host sync for it)
+        used = valid.any(0) | ~valid.any()
         cols = torch.arange(1, n, device=tokens.device)[used]  # (G,) target starts
         valid = valid[:, used]  # (B, G)
         index = cols[:, None] + torch.arange(m, device=tokens.device)  # (G, m) target columns
