@@ -309,6 +309,42 @@ def test_input_dropout_sets_the_encoder_input_dropout_alone():
 
 
 @pytest.mark.parametrize("pool_items", [False, True])
+def test_history_dropout_hides_an_item_from_all_but_its_next_target(pool_items: bool):
+    """A hidden item (``history_dropout``) still has its own state and is still seen by the
+    target right after it, but no later item or target sees it: changing its codes moves its
+    own column and the next target's logits, nothing after. Eval mode hides nothing."""
+    ids = catalog()
+    model = tiny(pool_items=pool_items, history_dropout=0.5).eval()
+    users = torch.tensor([2])
+    hide = torch.tensor([[False, False, True, False, False, False]])  # item 25 at column 2
+
+    def run(items: list[int], hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = model.layout.encode_history(torch.tensor([items]), ids.codes)
+        targets = torch.tensor([[3, 4]])  # the targets after columns 2 and 3
+        decoder_input = model.layout.session_input(tokens[:, 3:5].reshape(2, 1, 3))
+        with torch.no_grad():
+            memory, memory_mask = model.encode(tokens, mask, users, hidden=hidden)
+            states = model.decode(memory, memory_mask, decoder_input, targets, hidden)
+        w = model.item_width
+        return memory[0, 1:].reshape(6, w, -1), states
+
+    base, base_states = run([10, 20, 25, 30, 40, 50], hide)
+    moved, moved_states = run([10, 20, 26, 30, 40, 50], hide)
+    assert not torch.allclose(base[2], moved[2])  # its own state
+    assert torch.allclose(base[3:], moved[3:], atol=1e-6)  # later items do not read it
+    assert not torch.allclose(base_states[0], moved_states[0])  # the next target reads it
+    assert torch.allclose(base_states[1], moved_states[1], atol=1e-6)  # a later one does not
+    shown, _ = run([10, 20, 26, 30, 40, 50], None)
+    assert not torch.allclose(base[3:], shown[3:])
+    mask = torch.ones(64, 50, dtype=torch.bool)
+    assert model.hidden_items(mask) is None  # eval mode
+    model.train()
+    share = model.hidden_items(mask).float().mean().item()
+    assert 0.45 < share < 0.55
+    assert tiny().train().hidden_items(mask) is None
+
+
+@pytest.mark.parametrize("pool_items", [False, True])
 def test_item_head_is_a_catalog_softmax_on_each_history_state(pool_items: bool):
     """The item head's loss in sequence_loss is the cross-entropy of every target's next item
     over the whole catalog, from the encoder state after the items before it, and it never sees
@@ -463,6 +499,7 @@ def test_config_json_round_trip():
         (dict(dropout=1.0), "dropout"),
         (dict(item_hash_dropout=-0.1), "item_hash_dropout"),
         (dict(input_dropout=1.0), "input_dropout"),
+        (dict(history_dropout=1.0), "history_dropout"),
         (dict(level_sizes=[]), "level_sizes"),
         (dict(level_sizes=[4, 0]), "level_sizes"),
         (dict(max_history=0), "max_history"),

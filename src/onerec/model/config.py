@@ -97,6 +97,11 @@ class OneRecConfig:
     ``input_dropout``: dropout on the encoder's input vectors (every history token's embedding
     with its item's identity and features; SASRec's embedding dropout); None (default) uses
     ``dropout``. The decoder's input and the blocks keep ``dropout``.
+    ``history_dropout``: in training, each history item is hidden with this probability from
+    every later item in the encoder and from every target after it in cross-attention, except
+    the target right after it: a later state reads a thinned history, while the newest item is
+    always seen (it is what a test history adds to what training saw). Its own state, its
+    target and its identity stay. 0 (default) = off.
     ``item_loss_weight``: when > 0, the model also has an *item head*: the encoder state of each
     history item (its tokens' mean), projected, scores every catalog item by a dot product with
     the item's embedding, the sum of its code tokens' embeddings (so a new item with known codes
@@ -136,6 +141,7 @@ class OneRecConfig:
     item_hash_buckets: int = 0  # rows of each of the two hashed item-identity tables; 0 = none
     item_hash_dropout: float = 0.0  # dropout on the identity embedding in the encoder input
     input_dropout: float | None = None  # dropout on the encoder's input; None: ``dropout``
+    history_dropout: float = 0.0  # training: hide an item from later items and targets
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
     item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
@@ -218,7 +224,8 @@ class OneRecConfig:
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
                 f"> 0 when training, or rerank_weight=0"
             )
-        dropouts = {"dropout": self.dropout, "item_hash_dropout": self.item_hash_dropout}
+        dropouts = {"dropout": self.dropout, "item_hash_dropout": self.item_hash_dropout,
+                    "history_dropout": self.history_dropout}  # fmt: skip
         if self.input_dropout is not None:  # None: follows dropout
             dropouts["input_dropout"] = self.input_dropout
         for name, value in dropouts.items():

@@ -379,6 +379,7 @@ class OneRec(nn.Module):
         history_mask: Tensor,
         user_ids: Tensor,
         features: Tensor | None = None,
+        hidden: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Encoder memory ``(B, 1 + n*w, d)`` and its mask (True = a real token); ``w`` is
         ``item_width``: L' tokens per history item, or 1 with ``pool_items``.
@@ -391,6 +392,8 @@ class OneRec(nn.Module):
         ``max_history``: each item then sees only the ``max_history`` items up to itself.
         ``features`` (B, n, history_features): side features of every history item (zeros on
         padding), required exactly when the config has ``history_features > 0``.
+        ``hidden`` (B, n): items that no later item may attend to (``history_dropout``, drawn by
+        :meth:`hidden_items`); None hides nothing.
         """
         c = self.config
         if history_tokens.ndim != 3 or history_tokens.shape[2] != c.n_levels:
@@ -420,7 +423,7 @@ class OneRec(nn.Module):
         x = torch.cat([user, x.reshape(b, n * w, -1)], dim=1)  # (B, S = 1 + n*w, d)
         mask = history_mask.bool()
         mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(w, dim=1)], dim=1)
-        bias = self._encoder_bias(mask, n)
+        bias = self._encoder_bias(mask, n, hidden)
         x = self.input_drop(x)
         for block in self.encoder:
             x = block(x, bias)
@@ -461,10 +464,18 @@ class OneRec(nn.Module):
         """The item column ``(n * w,)`` of every history token after the user token."""
         return torch.arange(n, device=device).repeat_interleave(self.item_width)
 
-    def _encoder_bias(self, mask: Tensor, n: int) -> Tensor:
+    def hidden_items(self, mask: Tensor) -> Tensor | None:
+        """``(B, n)``: the history items to hide in this training forward (``history_dropout``;
+        ``mask`` (B, n) marks real items), or None in eval mode or when it is 0."""
+        p = self.config.history_dropout
+        if not self.training or p == 0:
+            return None
+        return torch.rand(mask.shape, device=mask.device) < p
+
+    def _encoder_bias(self, mask: Tensor, n: int, hidden: Tensor | None = None) -> Tensor:
         """``(B, H, S, S)`` self-attention bias: block-causal over items within ``max_history``
-        items, everyone sees the user token, the user token only itself; -inf elsewhere and on
-        padded keys."""
+        items, everyone sees the user token, the user token only itself; -inf elsewhere, on
+        padded keys, and on ``hidden`` (B, n) items' keys except for their own tokens."""
         window, s = self.config.max_history, mask.shape[1]
         col = self._token_columns(n, mask.device)
         distance = col[:, None] - col[None, :]  # query item - key item
@@ -475,16 +486,25 @@ class OneRec(nn.Module):
         allowed[:, 0] = True
         bias = self.enc_rel(index).permute(2, 0, 1).unsqueeze(0)  # (1, H, S, S)
         allowed = allowed.unsqueeze(0) & mask[:, None, :]  # (B, S, S)
+        if hidden is not None:
+            keys = torch.cat([hidden.new_zeros(hidden.shape[0], 1),
+                              hidden.repeat_interleave(self.item_width, dim=1)], dim=1)  # fmt: skip
+            own = torch.zeros(s, s, dtype=torch.bool, device=mask.device)
+            own[1:, 1:] = distance == 0
+            allowed = allowed & (own | ~keys[:, None, :])
         return bias.masked_fill(~allowed.unsqueeze(1), float("-inf"))
 
     # --- decoder ------------------------------------------------------------------------------
-    def cross_bias(self, memory_mask: Tensor, targets: Tensor | None = None) -> Tensor:
+    def cross_bias(
+        self, memory_mask: Tensor, targets: Tensor | None = None, hidden: Tensor | None = None
+    ) -> Tensor:
         """``(B, H, G, S)`` cross-attention bias of G targets per memory row.
 
         ``targets`` (B, G): the column of each target's first item, i.e. how many sequence
         columns lie before it; the target sees the user token and the ``max_history`` columns
         before it, biased by recency (0 = the column just before). ``None``: one target after
-        the whole memory (generation).
+        the whole memory (generation). ``hidden`` (B, n): items a target does not see unless
+        it is the column just before it (``history_dropout``).
         """
         window = self.config.max_history
         b, s = memory_mask.shape
@@ -494,6 +514,9 @@ class OneRec(nn.Module):
         col = self._token_columns(n, memory_mask.device)
         recency = targets.unsqueeze(2) - 1 - col  # (B, G, n*L')
         allowed = (recency >= 0) & (recency < window) & memory_mask[:, None, 1:]
+        if hidden is not None:
+            hidden = hidden.repeat_interleave(self.item_width, dim=1)[:, None, :]
+            allowed = allowed & ((recency == 0) | ~hidden)
         user = torch.ones_like(allowed[:, :, :1])
         index = torch.cat([torch.full_like(recency[:, :, :1], window),
                            recency.clamp(0, window - 1)], dim=2)  # fmt: skip
@@ -520,15 +543,16 @@ class OneRec(nn.Module):
         memory_mask: Tensor,
         decoder_input: Tensor,
         targets: Tensor | None = None,
+        hidden: Tensor | None = None,
     ) -> Tensor:
         """Teacher-forced decoder states ``(N, T, d)`` for decoder input tokens (N, T).
 
         Without ``targets``, every row's target follows the whole memory and N may be any
         multiple of B (rows user-major). With ``targets`` (B, G) (see :meth:`cross_bias`), row
-        ``b * G + g`` decodes user b's target g.
+        ``b * G + g`` decodes user b's target g. ``hidden``: see :meth:`cross_bias`.
         """
         b, t = memory.shape[0], decoder_input.shape[1]
-        cross = self.cross_bias(memory_mask, targets)  # (B, H, G, S)
+        cross = self.cross_bias(memory_mask, targets, hidden)  # (B, H, G, S)
         if targets is not None:
             g = targets.shape[1]
             if decoder_input.shape[0] != b * g:
@@ -619,8 +643,10 @@ class OneRec(nn.Module):
         is the session's log-probability under the model (what beam search scores).
         """
         codes = codes.long()
-        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features)
-        hidden = self.decode(memory, memory_mask, self.layout.session_input(codes, as_codes=True))
+        hide = self.hidden_items(history_mask)
+        memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features, hide)
+        decoder_input = self.layout.session_input(codes, as_codes=True)
+        hidden = self.decode(memory, memory_mask, decoder_input, hidden=hide)
         return self._level_log_probs(hidden, codes)
 
     def loss(
@@ -667,7 +693,8 @@ class OneRec(nn.Module):
         if n < 2:
             raise ModelError(f"sequences need at least 2 columns (a history and a target), got {n}")
         m = session_items
-        memory, memory_mask = self.encode(tokens, mask, user_ids, features)
+        hide = self.hidden_items(mask)
+        memory, memory_mask = self.encode(tokens, mask, user_ids, features, hide)
         mask = mask.bool()
         valid = mask[:, 1:] & mask[:, :-1]  # (B, n - 1) an item, and an item before it
         if starts is not None:
@@ -688,7 +715,7 @@ class OneRec(nn.Module):
         item_tokens = tokens[:, index]  # (B, G, m, L')
         g = cols.numel()
         decoder_input = self.layout.session_input(item_tokens.reshape(b * g, m, n_levels))
-        hidden = self.decode(memory, memory_mask, decoder_input, cols.expand(b, g))
+        hidden = self.decode(memory, memory_mask, decoder_input, cols.expand(b, g), hide)
         start = torch.tensor(self.layout.level_start, device=tokens.device)
         codes = (item_tokens - start).clamp(min=0)  # padding (PAD) becomes code 0, unscored
         logp = self._level_log_probs(hidden.view(b, g, *hidden.shape[1:]), codes)
