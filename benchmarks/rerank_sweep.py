@@ -1,16 +1,20 @@
 """Re-ranking weights of a model with an item head, on validation, from one beam search.
 
     python benchmarks/rerank_sweep.py --run RUN_DIR --dataset beauty --out benchmarks/results
-        [--name NAME] [--weights 0,0.25,0.5,1,2,4] [--beam 20] [--users 0]
+        [--name NAME] [--weights 0,0.25,0.5,1,2,4] [--beam 20] [--users 0] [--union 20]
+        [--split valid]
 
 A model trained with ``item_loss_weight`` > 0 ranks the beam's candidates by log p + r x the
 item head's log p (``rerank_weight`` r, see ``OneRecConfig``). Which r is best is a validation
 question, and it needs only one beam search: the candidates, their beam scores and the head's
 scores are computed once per user, and every r re-orders them. It also ranks the whole catalog
-by the head alone (not generative: an upper reference for what the head knows).
+by the head alone (not generative: an upper reference for what the head knows). With
+``--union`` N, the head's N best items outside the beam join the candidates, scored by their
+exact decoder log p (``head_candidates``), and every r ranks them too.
 
-Validation of the leave-one-out split, seen items excluded (on Beauty and Scientific no target
-is a seen item); ``--users`` N > 0 takes a fixed random subset. Writes
+Validation of the leave-one-out split by default, seen items excluded (on Beauty and
+Scientific no target is a seen item); ``--split test`` is for a setting already chosen on
+validation, once. ``--users`` N > 0 takes a fixed random subset. Writes
 ``rerank_sweep_<name>.json`` (commit, machine, config, Recall/NDCG@10 per weight and for the head
 alone, with standard errors).
 """
@@ -28,7 +32,12 @@ from onerec.data.registry import load_dataset
 from onerec.data.splits import leave_one_out
 from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
-from onerec.generation.beam_search import _prepare, _search, rerank_order
+from onerec.generation.beam_search import (
+    _prepare,
+    _search,
+    add_head_candidates,
+    rerank_order,
+)
 from onerec.model import OneRec
 from onerec.runinfo import environment
 from onerec.tokenizer.pipeline import load_tokenization
@@ -36,21 +45,25 @@ from onerec.tokenizer.pipeline import load_tokenization
 METRICS = ("recall@10", "ndcg@10")  # with their standard errors
 
 
-def sweep(model: OneRec, examples, ids, weights: list[float], beam: int,
+def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: int = 0,
           batch: int = 256) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Metrics per re-ranking weight (keys ``"rerank <w>"``) and for the head alone."""
+    """Metrics per re-ranking weight (keys ``"rerank <w>"``) and for the head alone. With
+    ``union`` K > 0, also ``"union <w>"``: the beam's candidates plus the head's K best items
+    not in the beam, every one scored by its exact decoder log p + w x head log p."""
     if model.item_query is None:
         raise ConfigError("the model has no item head (trained with item_loss_weight=0)")
     ranked: dict[str, list[torch.Tensor]] = {f"rerank {w:g}": [] for w in weights}
     ranked["head alone"] = []
+    if union:
+        ranked.update({f"union {w:g}": [] for w in weights})
     model.eval()
     for start in range(0, len(examples), batch):
         part = examples.take(np.arange(start, min(start + batch, len(examples))))
         with torch.no_grad():
             memory, mask, trie, banned = _prepare(model, part.history, torch.from_numpy(part.user),
                                                   ids, part.seen, None)  # fmt: skip
-            items, scores, _ = _search(model, memory, mask, trie, beam, 1, banned, True)
-            items = items[:, :, 0]
+            items, scores, codes = _search(model, memory, mask, trie, beam, 1, banned, True)
+            items, codes = items[:, :, 0], codes[:, :, 0]
             head = model.item_log_probs(memory, ids.codes)
         for w in weights:
             order, _ = rerank_order(items, scores, head, w)
@@ -58,6 +71,14 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int,
         rows = torch.from_numpy(part.seen.row_ids)
         head[rows, torch.from_numpy(part.seen.values.astype(np.int64))] = float("-inf")
         ranked["head alone"].append(head.topk(10, dim=1).indices)
+        if union:
+            with torch.no_grad():
+                every, every_scores, _ = add_head_candidates(
+                    model, memory, mask, ids.codes, head, items, scores, codes, banned, union
+                )
+            for w in weights:
+                order, _ = rerank_order(every, every_scores, head, w)
+                ranked[f"union {w:g}"].append(every.gather(1, order)[:, :10])
     return {key: evaluate(examples, ranked=torch.cat(r).numpy(), ks=(10,),
                           exclude_seen=True).summary(METRICS)
             for key, r in ranked.items()}  # fmt: skip
@@ -73,22 +94,26 @@ def main() -> None:
     p.add_argument("--weights", default="0,0.25,0.5,1,2,4")
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--history-length", type=int, default=50)
-    p.add_argument("--users", type=int, default=0, help="a random subset of validation (0: all)")
+    p.add_argument("--users", type=int, default=0, help="a random subset of the split (0: all)")
+    p.add_argument("--split", choices=("valid", "test"), default="valid",
+                   help="test: once, for settings already chosen on validation")
+    p.add_argument("--union", type=int, default=0,
+                   help="also rank the beam plus the head's N best other items (0: off)")
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     ds = load_dataset(args.dataset, args.data_dir)
-    examples = leave_one_out(ds.log, history_length=args.history_length).valid
+    examples = getattr(leave_one_out(ds.log, history_length=args.history_length), args.split)
     if 0 < args.users < len(examples):
         rng = np.random.default_rng(0)
         examples = examples.take(np.sort(rng.choice(len(examples), args.users, replace=False)))
     ids = load_tokenization(args.run)[1]
     model = OneRec.load(args.run)
-    results = sweep(model, examples, ids, weights, args.beam)
+    results = sweep(model, examples, ids, weights, args.beam, args.union)
     record = {
         "benchmark": "rerank_sweep", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},
         "users": len(examples),
-        "protocol": "validation of the leave-one-out split, seen items excluded, full catalog",
+        "protocol": f"{args.split} of the leave-one-out split, seen items excluded, full catalog",
         "results": results,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

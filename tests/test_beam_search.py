@@ -180,6 +180,49 @@ def test_cached_and_uncached_decoding_agree(n_experts):
     torch.testing.assert_close(a.log_probs, b.log_probs, atol=1e-5, rtol=0)
 
 
+def head_log_probs(model: OneRec, ids: SemanticIds) -> torch.Tensor:
+    """The item head's log p ``(B, N)`` of every catalog item after each history."""
+    tokens, mask = model.layout.encode_history(pad_history(HISTORY, model.config.max_history),
+                                               ids.codes)  # fmt: skip
+    with torch.no_grad():
+        memory, _ = model.encode(tokens, mask, torch.as_tensor(USERS))
+        return model.item_log_probs(memory, ids.codes)
+
+
+def test_head_candidates_join_the_beam_with_exact_scores():
+    """With ``head_candidates`` as large as the catalog, a beam of 4 ranks every allowed item
+    exactly by decoder log p + rerank_weight x head log p; with a few, every returned item
+    still carries that exact score, and excluded items never return."""
+    ids = catalog(60)
+    model = peaky_model(seed=2, item_loss_weight=1.0, rerank_weight=0.5, head_candidates=60)
+    combined = (brute_force_scores(model, ids, torch.arange(60).unsqueeze(1))
+                + 0.5 * head_log_probs(model, ids))  # fmt: skip
+    for b, seen in enumerate(HISTORY):
+        combined[b, torch.as_tensor(seen, dtype=torch.int64)] = float("-inf")
+    expected = combined.topk(10, dim=1)
+    out = beam_search_items(model, HISTORY, USERS, ids, 10, 10, exclude_items=HISTORY)
+    assert torch.equal(out.items, expected.indices)
+    torch.testing.assert_close(out.log_probs, expected.values, atol=1e-4, rtol=0)
+    assert_valid(ids, out.items, out.codes)
+
+    model.config.head_candidates = 3
+    narrow = beam_search_items(model, HISTORY, USERS, ids, 4, 4, exclude_items=HISTORY)
+    torch.testing.assert_close(narrow.log_probs, combined.gather(1, narrow.items), atol=1e-4,
+                               rtol=0)  # fmt: skip
+    assert_valid(ids, narrow.items, narrow.codes)
+    head = head_log_probs(model, ids)
+    model.config.head_candidates = 0
+    plain = beam_search_items(model, HISTORY, USERS, ids, 4, 4, exclude_items=HISTORY)
+    for b, seen in enumerate(HISTORY):  # the beam's 4 items and the head's 3 best others
+        others = head[b].clone()
+        others[torch.as_tensor(seen.tolist() + plain.items[b].tolist(), dtype=torch.int64)] = (
+            float("-inf"))  # fmt: skip
+        candidates = torch.cat([plain.items[b], others.topk(3).indices])
+        best = combined[b, candidates].topk(4).indices
+        assert narrow.items[b].tolist() == candidates[best].tolist()
+    assert not torch.equal(narrow.items, plain.items)  # the head's items made a difference
+
+
 def test_too_few_items_left_gives_minus_one_not_garbage():
     ids = catalog(6)
     model = peaky_model().train()

@@ -510,6 +510,8 @@ def test_config_json_round_trip():
         (dict(n_user_buckets=-1), "n_user_buckets"),
         (dict(item_loss_weight=-0.5), "item_loss_weight"),
         (dict(rerank_weight=1.0), "needs the item head"),
+        (dict(head_candidates=5), "needs the item head"),
+        (dict(head_candidates=-1, item_loss_weight=1.0), "head_candidates"),
     ],
 )
 def test_config_validation(changes, message):

@@ -9,7 +9,9 @@ exact (the tests check this against brute force).
 
 Two modes:
 - ``beam_search_items`` (ranking): decode one item (L' steps) and return the best
-  ``top_k_items`` distinct items per user, for retrieval/ranking metrics.
+  ``top_k_items`` distinct items per user, for retrieval/ranking metrics. A model with an item
+  head re-ranks the beam's items (``rerank_weight``) and may add the head's best items to them
+  (``head_candidates``), each scored by its exact decoder log-probability.
 - ``beam_search_sessions`` (session-wise generation): decode m items per beam, feeding SEP
   between them; no item twice within a session, optionally none of the excluded items
   (e.g. the history). Returns every beam: the sessions IPA/DPO samples from.
@@ -47,7 +49,8 @@ class Beams(NamedTuple):
 
     items: Tensor  # (B, K) ranking mode, (B, beam, m) session mode; int64 item ids
     log_probs: Tensor  # (B, K) or (B, beam): the model's log-probability, best first (ranking
-    # mode with ``rerank_weight`` > 0: plus that weight times the item head's log-probability)
+    # mode with ``rerank_weight`` > 0: plus that weight times the item head's log-probability;
+    # with ``head_candidates``, some items are the head's, scored the same way)
     codes: Tensor  # (B, K, L') or (B, beam, m, L'): the generated codes of every item
 
 
@@ -90,8 +93,9 @@ def beam_search_items(
             model, memory, memory_mask, trie, beam_size, 1, banned, use_cache
         )
         items, scores, codes = items[:, :, 0], scores, codes[:, :, 0]
-        if model.config.rerank_weight > 0:
-            items, scores, codes = _rerank(model, memory, semantic_ids, items, scores, codes)
+        if model.config.rerank_weight > 0 or model.config.head_candidates > 0:
+            items, scores, codes = _rank_with_head(model, memory, memory_mask, semantic_ids,
+                                                   items, scores, codes, banned)  # fmt: skip
     k = top_k_items
     return Beams(items[:, :k], scores[:, :k], codes[:, :k])
 
@@ -108,13 +112,42 @@ def rerank_order(
     return order, combined.gather(1, order)
 
 
-def _rerank(
-    model: OneRec, memory: Tensor, semantic_ids: SemanticIds, items: Tensor, scores: Tensor,
-    codes: Tensor,
+def add_head_candidates(
+    model: OneRec, memory: Tensor, memory_mask: Tensor, catalog: Tensor, head: Tensor,
+    items: Tensor, scores: Tensor, codes: Tensor, banned: Tensor | None, n: int,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """The beam's items, scores and codes re-ordered by :func:`rerank_order` with the model's
-    ``rerank_weight`` (see ``OneRecConfig``)."""
-    head = model.item_log_probs(memory, semantic_ids.codes.to(memory.device))  # (B, N)
+    """The beam's items (B, beam), log p ``scores`` and ``codes`` (B, beam, L') followed by the
+    item head's ``n`` best items outside the beam and outside the excluded keys ``banned``
+    (``head`` (B, N): the head's log p over ``catalog`` (N, L')), each scored by its exact
+    decoder log p; -1 items and -inf scores where fewer are left."""
+    in_beam = torch.zeros_like(head, dtype=torch.int32)  # empty slots (-1) count nowhere
+    in_beam.scatter_add_(1, items.clamp(min=0), (items >= 0).int())
+    others = head.masked_fill(in_beam > 0, float("-inf"))
+    if banned is not None:
+        others.view(-1)[banned] = float("-inf")
+    best, extra = others.topk(min(n, others.shape[1]), dim=1)  # (B, n)
+    extra = extra.masked_fill(~torch.isfinite(best), -1)  # none left: an empty slot
+    extra_codes = catalog[extra.clamp(min=0)].long()
+    extra_scores = model.candidate_log_probs(memory, memory_mask, extra_codes)
+    empty = extra < 0
+    return (torch.cat([items, extra], dim=1),
+            torch.cat([scores, extra_scores.masked_fill(empty, float("-inf"))], dim=1),
+            torch.cat([codes, extra_codes.masked_fill(empty.unsqueeze(2), -1)], dim=1))  # fmt: skip
+
+
+def _rank_with_head(
+    model: OneRec, memory: Tensor, memory_mask: Tensor, semantic_ids: SemanticIds,
+    items: Tensor, scores: Tensor, codes: Tensor, banned: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """The beam's items, scores and codes, joined by the item head's ``head_candidates`` best
+    other items (:func:`add_head_candidates`) and re-ordered by :func:`rerank_order` with the
+    model's ``rerank_weight`` (see ``OneRecConfig``)."""
+    catalog = semantic_ids.codes.to(memory.device)
+    head = model.item_log_probs(memory, catalog)  # (B, N)
+    if model.config.head_candidates > 0:
+        items, scores, codes = add_head_candidates(model, memory, memory_mask, catalog, head,
+                                                   items, scores, codes, banned,
+                                                   model.config.head_candidates)  # fmt: skip
     order, combined = rerank_order(items, scores, head, model.config.rerank_weight)
     rows = torch.arange(items.shape[0], device=items.device)[:, None]
     return items.gather(1, order), combined, codes[rows, order]

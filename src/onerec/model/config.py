@@ -117,6 +117,10 @@ class OneRecConfig:
     ``rerank_weight``: when ranking items (``beam_search_items``), a beam's score becomes its
     log-probability plus this times the item head's log-probability of its item; the beam still
     proposes every candidate. 0 (default) ranks by the beam alone.
+    ``head_candidates``: when ranking items, the item head's N best items that the beam did not
+    reach join its candidates, each scored like a beam: its exact decoder log-probability
+    (teacher-forced) plus ``rerank_weight`` times the head's. 0 (default): the beam alone
+    proposes. Needs the item head.
     ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
     attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
@@ -144,6 +148,7 @@ class OneRecConfig:
     history_dropout: float = 0.0  # training: hide an item from later items and targets
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
+    head_candidates: int = 0  # ranking: the item head's N best items join the beam's
     item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
     item_query_residual: bool = False  # the head's query: state + projection(state)
     rel_buckets: int = 32
@@ -219,6 +224,16 @@ class OneRecConfig:
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        if not _is_int(self.head_candidates) or self.head_candidates < 0:
+            raise ConfigError(
+                f"head_candidates must be an int >= 0 (0 = the beam alone proposes), got "
+                f"{self.head_candidates!r}"
+            )
+        if self.head_candidates > 0 and not self.item_loss_weight > 0:
+            raise ConfigError(
+                f"head_candidates ({self.head_candidates}) needs the item head: set "
+                f"item_loss_weight > 0 when training, or head_candidates=0"
+            )
         if self.rerank_weight > 0 and not self.item_loss_weight > 0:
             raise ConfigError(
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "

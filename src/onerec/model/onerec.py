@@ -617,6 +617,17 @@ class OneRec(nn.Module):
         query = self.item_queries(memory)[:, -1]
         return F.linear(query, self.item_embeddings(catalog)).float().log_softmax(-1)
 
+    def candidate_log_probs(self, memory: Tensor, memory_mask: Tensor, codes: Tensor) -> Tensor:
+        """``(B, K)``: the decoder's log-probability of K candidate next items per user after
+        the whole history in ``memory``, teacher-forced; ``codes`` (B, K, L') are the items'
+        codes. It is the score a beam ending at the item gets (``onerec.generation``), for items
+        the beam did not reach."""
+        b, k, n_levels = codes.shape
+        codes = codes.reshape(b * k, 1, n_levels).long()
+        decoder_input = self.layout.session_input(codes, as_codes=True)
+        hidden = self.decode(memory, memory_mask, decoder_input)
+        return self._level_log_probs(hidden, codes).sum((1, 2)).view(b, k)
+
     # --- training objective ---------------------------------------------------------------------
     def _level_log_probs(self, hidden: Tensor, codes: Tensor) -> Tensor:
         """``log p`` ``(..., m, L')`` of ``codes`` (..., m, L') from decoder states (..., m*(L'+1)
