@@ -131,11 +131,14 @@ def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch)
     out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", [
         "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
-        "--name", "t", "--weights", "0,1,100",
+        "--name", "t", "--weights", "0,1,100", "--union", "40",
     ])  # fmt: skip
     sweep.main()
     result = json.loads((out / "rerank_sweep_t.json").read_text())["results"]
-    assert sorted(result) == ["head alone", "rerank 0", "rerank 1", "rerank 100"]
+    assert sorted(result) == ["head alone", "rerank 0", "rerank 1", "rerank 100", "union 0",
+                              "union 1", "union 100"]  # fmt: skip
+    # the head's 40 best items are the whole catalog: weight 100 is the head's own ranking
+    assert result["union 100"]["recall@10"] == pytest.approx(result["head alone"]["recall@10"])
     beam_only = record["results"]["valid_exclude_seen"]  # rerank_weight 0 when it was trained
     assert result["rerank 0"]["recall@10"] == pytest.approx(beam_only["recall@10"])
     for r in result.values():
