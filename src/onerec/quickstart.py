@@ -116,8 +116,8 @@ class QuickstartConfig:
         # without the small preset's item head and identities: the quickstart was measured
         # without them (benchmarks/results/quickstart.json), and in one trial with them its
         # session model validated lower and the oracle graded its sessions lower
-        "item_loss_weight": 0.0, "rerank_weight": 0.0, "item_hash_buckets": 0,
-        "item_hash_dropout": 0.0,
+        "item_loss_weight": 0.0, "rerank_weight": 0.0, "head_candidates": 0,
+        "item_query_residual": False, "item_hash_buckets": 0, "item_hash_dropout": 0.0,
     })  # fmt: skip
     onerec_epochs: int = 5
     onerec_batch_size: int = 256
