@@ -117,8 +117,8 @@ class OneRecConfig:
     history item's state scores items like it from the start (SASRec's tied path), instead of
     the projection alone (False, the default).
     ``rerank_weight``: when ranking items (``beam_search_items``), a beam's score becomes its
-    log-probability plus this times the item head's log-probability of its item; the beam still
-    proposes every candidate. 0 (default) ranks by the beam alone.
+    log-probability plus this times the item head's log-probability of its item. 0 (default)
+    ranks by the beam alone.
     ``head_candidates``: when ranking items, the item head's N best items that the beam did not
     reach join its candidates, each scored like a beam: its exact decoder log-probability
     (teacher-forced) plus ``rerank_weight`` times the head's. 0 (default): the beam alone
