@@ -323,7 +323,7 @@ def test_history_dropout_hides_an_item_from_all_but_its_next_target(pool_items: 
         targets = torch.tensor([[3, 4]])  # the targets after columns 2 and 3
         decoder_input = model.layout.session_input(tokens[:, 3:5].reshape(2, 1, 3))
         with torch.no_grad():
-            memory, memory_mask = model.encode(tokens, mask, users, hidden=hidden)
+            memory, memory_mask = model.encode(tokens, mask, users, hide=hidden)
             states = model.decode(memory, memory_mask, decoder_input, targets, hidden)
         w = model.item_width
         return memory[0, 1:].reshape(6, w, -1), states

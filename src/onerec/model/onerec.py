@@ -379,7 +379,7 @@ class OneRec(nn.Module):
         history_mask: Tensor,
         user_ids: Tensor,
         features: Tensor | None = None,
-        hidden: Tensor | None = None,
+        hide: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Encoder memory ``(B, 1 + n*w, d)`` and its mask (True = a real token); ``w`` is
         ``item_width``: L' tokens per history item, or 1 with ``pool_items``.
@@ -392,7 +392,7 @@ class OneRec(nn.Module):
         ``max_history``: each item then sees only the ``max_history`` items up to itself.
         ``features`` (B, n, history_features): side features of every history item (zeros on
         padding), required exactly when the config has ``history_features > 0``.
-        ``hidden`` (B, n): items that no later item may attend to (``history_dropout``, drawn by
+        ``hide`` (B, n): items that no later item may attend to (``history_dropout``, drawn by
         :meth:`hidden_items`); None hides nothing.
         """
         c = self.config
@@ -423,7 +423,7 @@ class OneRec(nn.Module):
         x = torch.cat([user, x.reshape(b, n * w, -1)], dim=1)  # (B, S = 1 + n*w, d)
         mask = history_mask.bool()
         mask = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(w, dim=1)], dim=1)
-        bias = self._encoder_bias(mask, n, hidden)
+        bias = self._encoder_bias(mask, n, hide)
         x = self.input_drop(x)
         for block in self.encoder:
             x = block(x, bias)
@@ -472,10 +472,10 @@ class OneRec(nn.Module):
             return None
         return torch.rand(mask.shape, device=mask.device) < p
 
-    def _encoder_bias(self, mask: Tensor, n: int, hidden: Tensor | None = None) -> Tensor:
+    def _encoder_bias(self, mask: Tensor, n: int, hide: Tensor | None = None) -> Tensor:
         """``(B, H, S, S)`` self-attention bias: block-causal over items within ``max_history``
         items, everyone sees the user token, the user token only itself; -inf elsewhere, on
-        padded keys, and on ``hidden`` (B, n) items' keys except for their own tokens."""
+        padded keys, and on ``hide`` (B, n) items' keys except for their own tokens."""
         window, s = self.config.max_history, mask.shape[1]
         col = self._token_columns(n, mask.device)
         distance = col[:, None] - col[None, :]  # query item - key item
@@ -486,9 +486,9 @@ class OneRec(nn.Module):
         allowed[:, 0] = True
         bias = self.enc_rel(index).permute(2, 0, 1).unsqueeze(0)  # (1, H, S, S)
         allowed = allowed.unsqueeze(0) & mask[:, None, :]  # (B, S, S)
-        if hidden is not None:
-            keys = torch.cat([hidden.new_zeros(hidden.shape[0], 1),
-                              hidden.repeat_interleave(self.item_width, dim=1)], dim=1)  # fmt: skip
+        if hide is not None:
+            keys = torch.cat([hide.new_zeros(hide.shape[0], 1),
+                              hide.repeat_interleave(self.item_width, dim=1)], dim=1)  # fmt: skip
             own = torch.zeros(s, s, dtype=torch.bool, device=mask.device)
             own[1:, 1:] = distance == 0
             allowed = allowed & (own | ~keys[:, None, :])
@@ -496,14 +496,14 @@ class OneRec(nn.Module):
 
     # --- decoder ------------------------------------------------------------------------------
     def cross_bias(
-        self, memory_mask: Tensor, targets: Tensor | None = None, hidden: Tensor | None = None
+        self, memory_mask: Tensor, targets: Tensor | None = None, hide: Tensor | None = None
     ) -> Tensor:
         """``(B, H, G, S)`` cross-attention bias of G targets per memory row.
 
         ``targets`` (B, G): the column of each target's first item, i.e. how many sequence
         columns lie before it; the target sees the user token and the ``max_history`` columns
         before it, biased by recency (0 = the column just before). ``None``: one target after
-        the whole memory (generation). ``hidden`` (B, n): items a target does not see unless
+        the whole memory (generation). ``hide`` (B, n): items a target does not see unless
         it is the column just before it (``history_dropout``).
         """
         window = self.config.max_history
@@ -514,9 +514,9 @@ class OneRec(nn.Module):
         col = self._token_columns(n, memory_mask.device)
         recency = targets.unsqueeze(2) - 1 - col  # (B, G, n*L')
         allowed = (recency >= 0) & (recency < window) & memory_mask[:, None, 1:]
-        if hidden is not None:
-            hidden = hidden.repeat_interleave(self.item_width, dim=1)[:, None, :]
-            allowed = allowed & ((recency == 0) | ~hidden)
+        if hide is not None:
+            hide = hide.repeat_interleave(self.item_width, dim=1)[:, None, :]
+            allowed = allowed & ((recency == 0) | ~hide)
         user = torch.ones_like(allowed[:, :, :1])
         index = torch.cat([torch.full_like(recency[:, :, :1], window),
                            recency.clamp(0, window - 1)], dim=2)  # fmt: skip
@@ -543,16 +543,16 @@ class OneRec(nn.Module):
         memory_mask: Tensor,
         decoder_input: Tensor,
         targets: Tensor | None = None,
-        hidden: Tensor | None = None,
+        hide: Tensor | None = None,
     ) -> Tensor:
         """Teacher-forced decoder states ``(N, T, d)`` for decoder input tokens (N, T).
 
         Without ``targets``, every row's target follows the whole memory and N may be any
         multiple of B (rows user-major). With ``targets`` (B, G) (see :meth:`cross_bias`), row
-        ``b * G + g`` decodes user b's target g. ``hidden``: see :meth:`cross_bias`.
+        ``b * G + g`` decodes user b's target g. ``hide``: see :meth:`cross_bias`.
         """
         b, t = memory.shape[0], decoder_input.shape[1]
-        cross = self.cross_bias(memory_mask, targets, hidden)  # (B, H, G, S)
+        cross = self.cross_bias(memory_mask, targets, hide)  # (B, H, G, S)
         if targets is not None:
             g = targets.shape[1]
             if decoder_input.shape[0] != b * g:
@@ -657,7 +657,7 @@ class OneRec(nn.Module):
         hide = self.hidden_items(history_mask)
         memory, memory_mask = self.encode(history_tokens, history_mask, user_ids, features, hide)
         decoder_input = self.layout.session_input(codes, as_codes=True)
-        hidden = self.decode(memory, memory_mask, decoder_input, hidden=hide)
+        hidden = self.decode(memory, memory_mask, decoder_input, hide=hide)
         return self._level_log_probs(hidden, codes)
 
     def loss(
