@@ -13,6 +13,7 @@ pytest.importorskip(
 )
 
 from onerec.data.ragged import Ragged  # noqa: E402
+from onerec.exceptions import ModelError  # noqa: E402
 from onerec.generation import beam_search_sessions  # noqa: E402
 from onerec.model import OneRec, OneRecConfig, pad_history  # noqa: E402
 from onerec.model.hf_t5 import (  # noqa: E402
@@ -93,3 +94,10 @@ def test_hf_generate_returns_our_sessions_and_scores(overrides):
     # no item twice in a session
     s = theirs.items.sort(dim=2).values
     assert (s[..., 1:] != s[..., :-1]).all()
+
+
+def test_a_model_with_decoder_context_is_refused():
+    """T5's decoder has no place for the newest item's state at BOS: mapping such a model
+    would silently compute another decoder, so it is refused by name."""
+    with pytest.raises(ModelError, match="decoder_context"):
+        to_hf_t5(peaky_model(decoder_context=True))

@@ -131,10 +131,10 @@ def test_tiny_model_memorizes_a_batch():
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("n_experts", [0, 4])
-def test_cached_decoding_matches_teacher_forcing(n_experts):
+@pytest.mark.parametrize("n_experts, decoder_context", [(0, False), (4, False), (4, True)])
+def test_cached_decoding_matches_teacher_forcing(n_experts, decoder_context):
     ids = catalog()
-    model = tiny(n_experts=n_experts).eval()
+    model = tiny(n_experts=n_experts, decoder_context=decoder_context).eval()
     tokens, mask, users, target = batch(model, ids, b=3, m=3)
     dec_in, _ = model.layout.session_targets(target)
     with torch.no_grad():
@@ -168,13 +168,14 @@ def test_model_input_errors():
         model.sequence_loss(tokens[:, :1], mask[:, :1], users, session_items=1)
 
 
-@pytest.mark.parametrize("pool_items", [False, True])
-def test_one_encoder_pass_equals_one_example_per_target(pool_items: bool):
+@pytest.mark.parametrize("pool_items, decoder_context", [(False, False), (True, False),
+                                                         (False, True), (True, True)])
+def test_one_encoder_pass_equals_one_example_per_target(pool_items: bool, decoder_context: bool):
     """sequence_loss over whole sequences == the loss of every (history, next m items) example
     taken separately, partial sessions at the end included; with one encoder token per item
-    (pool_items) as with one per code."""
+    (pool_items) as with one per code, and with the newest item's state at BOS."""
     ids = catalog()
-    model = tiny(n_experts=4, pool_items=pool_items).eval()
+    model = tiny(n_experts=4, pool_items=pool_items, decoder_context=decoder_context).eval()
     items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])  # right-aligned
     users = torch.tensor([3, 8])
     tokens, mask = model.layout.encode_history(items, ids.codes)
@@ -214,11 +215,12 @@ def column3_loss(model: OneRec, ids: SemanticIds, items: list[int]) -> float:
         return model.sequence_loss(tokens, mask, torch.tensor([2]), 1, starts=starts).ntp.item()
 
 
-def test_a_target_never_sees_later_items():
+@pytest.mark.parametrize("decoder_context", [False, True])
+def test_a_target_never_sees_later_items(decoder_context: bool):
     """One pass serves every target without leaking the future: changing the items after a
     target leaves that target's loss unchanged (and changing an earlier one does not)."""
     ids = catalog()
-    model = tiny(n_experts=4).eval()
+    model = tiny(n_experts=4, decoder_context=decoder_context).eval()
     base = column3_loss(model, ids, [10, 20, 25, 30, 40, 50])  # the target is item 30
     assert column3_loss(model, ids, [10, 20, 25, 30, 41, 3]) == pytest.approx(base, abs=1e-6)
     assert column3_loss(model, ids, [11, 20, 25, 30, 40, 50]) != pytest.approx(base, abs=1e-6)
@@ -576,3 +578,29 @@ def test_item_head_options_own_table_and_residual_query():
                                    pooled + residual.item_query(pooled))  # fmt: skip
     with pytest.raises(ConfigError, match="item_head_tied"):
         tiny(item_head_tied=0)
+
+
+def test_decoder_context_adds_the_newest_items_state_at_bos():
+    """decoder_context: BOS's input gains the projected state of the newest history item, and
+    nothing else changes: a user without history, and every position after BOS's own input,
+    decode as without it (same weights otherwise)."""
+    ids = catalog()
+    plain = tiny(n_experts=4).eval()
+    context = tiny(n_experts=4, decoder_context=True).eval()
+    context.load_state_dict(plain.state_dict(), strict=False)  # all but bos_context
+    tokens, mask, users, target = batch(context, ids, b=4, m=1)
+    dec_in, _ = context.layout.session_targets(target)
+    with torch.no_grad():
+        memory, memory_mask = context.encode(tokens, mask, users)
+        x = context.tok_emb(dec_in)
+        newest = context.column_states(memory)[:, -1]
+        real = mask[:, -1].unsqueeze(1)  # row 0 has no history: no context
+        got = context._with_context(x, memory, memory_mask)
+        torch.testing.assert_close(got[:, 0], x[:, 0] + context.bos_context(newest) * real)
+        assert torch.equal(got[:, 1:], x[:, 1:])
+        ours = context(tokens, mask, users, dec_in)
+        base = plain(tokens, mask, users, dec_in)
+    torch.testing.assert_close(ours[0], base[0])  # the empty history
+    assert not torch.allclose(ours[1:, 0], base[1:, 0], atol=1e-4)
+    with pytest.raises(ConfigError, match="decoder_context"):
+        tiny(decoder_context=1)

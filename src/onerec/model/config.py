@@ -123,6 +123,10 @@ class OneRecConfig:
     reach join its candidates, each scored like a beam: its exact decoder log-probability
     (teacher-forced) plus ``rerank_weight`` times the head's. 0 (default): the beam alone
     proposes. Needs the item head.
+    ``decoder_context``: the decoder's first token (BOS) also gets the encoder state of the
+    newest history item before its target, projected, so that the first code is predicted
+    from the newest item's state directly, as SASRec's last position predicts the next item,
+    and not only through cross-attention. False (default): BOS is a token like the others.
     ``rel_buckets`` / ``rel_max_distance``: T5's relative-position buckets of decoder self-
     attention. ``tie_embeddings``: the output head reuses the token embedding (default).
     """
@@ -153,6 +157,7 @@ class OneRecConfig:
     head_candidates: int = 0  # ranking: the item head's N best items join the beam's
     item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
     item_query_residual: bool = False  # the head's query: state + projection(state)
+    decoder_context: bool = False  # BOS + projection(the newest history item's state)
     rel_buckets: int = 32
     rel_max_distance: int = 128
     tie_embeddings: bool = True
@@ -250,7 +255,8 @@ class OneRecConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
-        for name in ("tie_embeddings", "pool_items", "item_head_tied", "item_query_residual"):
+        for name in ("tie_embeddings", "pool_items", "item_head_tied", "item_query_residual",
+                     "decoder_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -140,6 +140,11 @@ def to_hf_t5(model: OneRec) -> T5ForConditionalGeneration:
     """A ``T5ForConditionalGeneration`` whose decoder computes exactly ``model``'s decoder (see the
     module docstring), in eval mode, with the cross-attention bias hook installed."""
     c = model.config
+    if c.decoder_context:
+        raise ModelError(
+            "a model with decoder_context adds the newest item's state to BOS, which T5's "
+            "decoder has no place for: compare generation loops on a model without it"
+        )
     hf = T5ForConditionalGeneration(t5_config(model)).eval()
     d, hd = c.d_model, c.d_model // c.n_heads
 

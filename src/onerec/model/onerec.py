@@ -363,6 +363,7 @@ class OneRec(nn.Module):
         self.item_query = nn.Linear(d, d, bias=False) if head else None
         self.item_out = (nn.Embedding(self.layout.vocab_size, d)
                          if head and not config.item_head_tied else None)  # fmt: skip
+        self.bos_context = nn.Linear(d, d, bias=False) if config.decoder_context else None
         self.apply(self._init_weights)
         for table in (self.enc_rel, self.cross_rel, self.dec_rel):
             nn.init.zeros_(table.weight)  # start without positional preferences
@@ -561,11 +562,33 @@ class OneRec(nn.Module):
                 )
             cross = cross.unsqueeze(3).expand(-1, -1, -1, t, -1)
             cross = cross.reshape(b, cross.shape[1], g * t, -1)  # (B, H, G*T, S)
-        x = self.drop(self.tok_emb(decoder_input))
+        x = self._with_context(self.drop(self.tok_emb(decoder_input)), memory, memory_mask,
+                               targets)  # fmt: skip
         self_bias = self.self_bias(0, t, x.device)
         for block, kv in zip(self.decoder, self._cross_kv(memory)):
             x = block(x, self_bias, kv, cross)
         return self.dec_norm(x)
+
+    def _with_context(
+        self, x: Tensor, memory: Tensor, memory_mask: Tensor, targets: Tensor | None = None
+    ) -> Tensor:
+        """Decoder input embeddings ``x`` (N, T, d) whose first position (BOS) gets the
+        projected state of the newest history item before each row's target
+        (``decoder_context``; targets as in :meth:`cross_bias`, None = after the whole memory,
+        rows user-major). Zero context where that item is padding or there is none."""
+        if self.bos_context is None:
+            return x
+        b, w = memory.shape[0], self.item_width
+        states = self.column_states(memory)  # (B, n, d)
+        real = memory_mask[:, 1::w]  # (B, n)
+        if targets is None:
+            targets = torch.full((b, 1), states.shape[1], dtype=torch.int64, device=x.device)
+        column = (targets - 1).clamp(min=0)  # (B, G): the newest item before each target
+        rows = torch.arange(b, device=x.device)[:, None]
+        keep = (real[rows, column] & (targets >= 1)).unsqueeze(2)
+        context = (states[rows, column] * keep).reshape(-1, states.shape[2])  # (B*G, d)
+        context = context.repeat_interleave(x.shape[0] // context.shape[0], dim=0)
+        return torch.cat([x[:, :1] + self.bos_context(context).unsqueeze(1), x[:, 1:]], dim=1)
 
     def logits(self, hidden: Tensor, level: int | None = None) -> Tensor:
         """Logits over the whole vocabulary, or over level ``level``'s codes only."""
@@ -587,15 +610,20 @@ class OneRec(nn.Module):
         return self.logits(self.decode(memory, memory_mask, decoder_input))
 
     # --- item head ----------------------------------------------------------------------------
+    def column_states(self, memory: Tensor) -> Tensor:
+        """``(B, n, d)``: every history column's state in encoder ``memory`` (B, 1 + n*w, d),
+        the mean of its tokens' states; column j summarizes the history up to item j."""
+        b, s, d = memory.shape
+        w = self.item_width
+        return memory[:, 1:].reshape(b, (s - 1) // w, w, d).mean(2)
+
     def item_queries(self, memory: Tensor) -> Tensor:
         """``(B, n, d)``: the item head's query after every history column of encoder ``memory``
         (B, 1 + n*w, d): the mean of the column's token states, projected (plus the mean itself
         with ``item_query_residual``)."""
         if self.item_query is None:
             raise ModelError("the model has no item head: build it with item_loss_weight > 0")
-        b, s, d = memory.shape
-        w = self.item_width
-        pooled = memory[:, 1:].reshape(b, (s - 1) // w, w, d).mean(2)
+        pooled = self.column_states(memory)
         query = self.item_query(pooled)
         return pooled + query if self.config.item_query_residual else query
 
@@ -796,6 +824,8 @@ class OneRec(nn.Module):
         if cache is None:
             cache = self.start_cache(memory, memory_mask, tokens.shape[1])
         x = self.drop(self.tok_emb(tokens))
+        if cache.length == 0:  # the first call feeds BOS
+            x = self._with_context(x, memory, memory_mask)
         start, end = cache.length, cache.length + tokens.shape[1]
         self._reserve(cache, tokens.shape[0], end, x)
         assert cache.self_bias is not None
