@@ -10,6 +10,13 @@ seen items kept and excluded (S3-Rec's setting; * marks the one validation selec
 Recall@10, epochs, wall times, and the published numbers beside ours. Models already in the JSON
 and not run again are kept, so a model can be re-run alone.
 
+Several seeds: run each with ``--seed S`` (seed S > 0 writes ``baselines_<dataset>_seedS.json``),
+then ``--summarize 0,1,2`` writes each model's mean and spread, ``baselines_<dataset>_seeds.json``
+and ``.md``, and trains nothing:
+
+    python benchmarks/baselines.py --dataset scientific --models sasrec-ce --seed 1
+    python benchmarks/baselines.py --dataset scientific --summarize 0,1,2
+
 A settings sweep overrides the registered settings and measures validation only, into its own
 folder (the test is run once, for the selected setting):
 
@@ -24,10 +31,24 @@ from pathlib import Path
 
 import torch
 
-from onerec.baselines.benchmark import ALL_MODELS, BaselineSettings, run_benchmark
+from onerec.baselines.benchmark import (
+    ALL_MODELS,
+    BaselineSettings,
+    record_name,
+    run_benchmark,
+    seeds_table,
+    write_seed_summary,
+)
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.train import BaselineTrainConfig
+from onerec.data.registry import load_dataset
 from onerec.model.config import parse_overrides
+from onerec.runs import safe_name
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (argparse reports a ValueError as a usage error)."""
+    return [int(x) for x in text.split(",")]
 
 
 def main() -> None:
@@ -59,9 +80,15 @@ def main() -> None:
     parser.add_argument("--valid-only", action="store_true",
                         help="a sweep: measure validation only, never the test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summarize", metavar="SEEDS", default=None, type=seed_list,
+                        help="train nothing: summarize these seeds' records in --out (0,1,2)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    if args.summarize is not None:
+        name = load_dataset(args.dataset, args.data_dir).name
+        print(seeds_table(write_seed_summary(args.out, name, args.summarize)))
+        return
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     config = BaselineTrainConfig(max_length=args.max_length, batch_size=args.batch_size,
                                  lr=args.lr, epochs=args.epochs, patience=args.patience,
@@ -75,7 +102,8 @@ def main() -> None:
                                                      parse_overrides(args.train),
                                                      test=not args.valid_only),
                            progress=not args.quiet)  # fmt: skip
-    print((args.out / f"baselines_{result['dataset']}.md").read_text())
+    name = record_name(safe_name(result["dataset"]), args.seed)
+    print((args.out / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from onerec.baselines import (
     fit,
     item_attributes,
     run_benchmark,
+    summarize_seeds,
+    write_seed_summary,
 )
 from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
 from onerec.baselines.benchmark import _hyperparameters, check_models
@@ -35,11 +37,12 @@ from onerec.data.examples import Examples
 from onerec.data.ragged import Ragged
 from onerec.data.readers import RawInteractions, assemble
 from onerec.data.splits import leave_one_out
-from onerec.evaluation import evaluate
+from onerec.evaluation import evaluate, exclude_seen_selected
 from onerec.exceptions import (
     BaselineError,
     ConfigError,
     MissingItemAttributesError,
+    RunFileError,
     UnknownModelError,
 )
 
@@ -450,3 +453,39 @@ def test_records_name_the_blocks_of_every_transformer_baseline():
     for (blocks, heads, hidden), model in models.items():
         h = _hyperparameters(model)
         assert (h["blocks"], h["heads"], h["hidden"]) == (blocks, heads, hidden), model.name
+
+
+def test_seed_records_and_their_summary(dataset, tmp_path):
+    """A seed other than 0 writes its own record; the summary is each model's mean and sample
+    sd over seeds, in the seen-items setting each seed's validation selects."""
+    folder = dataset.save(tmp_path / "cycle")
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        config = BaselineTrainConfig(max_length=8, batch_size=32, epochs=2, max_seconds=None,
+                                     seed=seed)  # fmt: skip
+        run_benchmark(str(folder), ["pop", "sasrec-ce"], out, config=config, progress=False)
+    assert (out / "baselines_cycle.json").is_file() and (out / "baselines_cycle_seed1.md").is_file()
+    records = [json.loads((out / f).read_text())
+               for f in ("baselines_cycle.json", "baselines_cycle_seed1.json")]  # fmt: skip
+    summary = write_seed_summary(out, "cycle", [0, 1])
+    assert summary["seeds"] == [0, 1] and summary["left_out"] == []
+    assert summary["records"] == ["baselines_cycle.json", "baselines_cycle_seed1.json"]
+    for model in ("pop", "sasrec-ce"):
+        tests = []
+        for r in records:
+            res = r["models"][model]["results"]
+            tests.append(res["test_exclude_seen" if exclude_seen_selected(res) else "test"])
+        got = summary["models"][model]["test"]["recall@10"]
+        values = [t["recall@10"] for t in tests]
+        assert got["mean"] == pytest.approx(sum(values) / 2)
+        assert got["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert summary["models"]["pop"]["test"]["ndcg@10"]["sd"] == 0  # popularity has no seed
+    assert json.loads((out / "baselines_cycle_seeds.json").read_text())["models"].keys() == {
+        "pop", "sasrec-ce"}
+    assert "| sasrec-ce | " in (out / "baselines_cycle_seeds.md").read_text()
+    with pytest.raises(RunFileError, match="--seed 2"):
+        write_seed_summary(out, "cycle", [0, 2])
+    with pytest.raises(BaselineError, match="2 or more"):
+        summarize_seeds(records[:1])
+    with pytest.raises(BaselineError, match="distinct seeds"):
+        summarize_seeds([records[0], records[0]])

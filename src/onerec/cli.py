@@ -640,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", default="pop,sasrec-ce,sasrec-bce,bert4rec,fdsa,tiger",
                        help="comma-separated: pop, sasrec-ce, sasrec-bce, sasrec-ss, bert4rec, "
                             "fdsa, esasrec, bsarec, tiger")
-    bench.add_argument("--out", required=True, help="folder for baselines_<dataset>.json and .md")
+    bench.add_argument("--out", required=True, help="folder for baselines_<dataset>.json and .md "
+                                                    "(baselines_<dataset>_seed<S> for seed S > 0)")
     bench.add_argument("--work-dir", default="runs/baselines",
                        help="TIGER's tokens and run folder (resumed if present)")
     bench.add_argument("--max-length", type=int, default=50, help="history items read")

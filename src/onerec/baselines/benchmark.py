@@ -16,7 +16,9 @@ published numbers) and ``baselines_<dataset>.md`` (one table); ``<dataset>`` is 
 name made safe as a file name (:func:`onerec.runs.safe_name`: ``../x`` becomes ``_x``), so it
 never leaves ``out_dir``. Nothing else in ``out_dir`` is touched. Models of an earlier run of the
 same dataset in ``out_dir`` are kept unless run again (the file is read again before each
-write), so models can be run one at a time, or side by side.
+write), so models can be run one at a time, or side by side. A seed other than 0 writes
+``baselines_<dataset>_seed<S>.json`` and ``.md`` instead, and :func:`summarize_seeds` turns the
+records of several seeds into a mean and spread per model.
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ def run_benchmark(
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file, not a folder. Fix: choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"baselines_{stem}.json"
+    record = record_name(stem, config.seed)
+    path = out / f"{record}.json"
     _records(path)  # an unreadable earlier record stops the run before any training
     ours: dict[str, Any] = {}
     for name in names:
@@ -265,10 +268,91 @@ def run_benchmark(
             "models": {m: records[m] for m in [*ALL_MODELS, *records] if m in records},
         }
         path.write_text(json.dumps(result, indent=2, default=str))
-        (out / f"baselines_{stem}.md").write_text(markdown_table(result))
+        (out / f"{record}.md").write_text(markdown_table(result))
         if progress:
             print(markdown_row(ours[name]), flush=True)
     return result
+
+
+def record_name(stem: str, seed: int) -> str:
+    """The file name (without suffix) of one seed's records of dataset ``stem``: seed 0 keeps
+    the plain ``baselines_<dataset>``, the one every earlier record has."""
+    return f"baselines_{stem}" if seed == 0 else f"baselines_{stem}_seed{seed}"
+
+
+def summarize_seeds(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds, per model, of validation Recall@10 and of
+    test Recall/NDCG@5/10 in the setting each seed's validation selects (seen items kept or
+    excluded); ``records`` are the ``baselines_<dataset>[_seed<S>].json`` of several seeds of
+    one dataset. Models missing from any seed are left out, and listed."""
+    if len(records) < 2:
+        raise BaselineError(f"a seed summary needs 2 or more seeds' records, got {len(records)}")
+    seeds = [r["train_config"]["seed"] for r in records]
+    datasets = {r["dataset"] for r in records}
+    if len(set(seeds)) != len(seeds) or len(datasets) != 1:
+        raise BaselineError(
+            f"records must be of one dataset and distinct seeds, got datasets {sorted(datasets)} "
+            f"and seeds {seeds}: pass each seed's baselines_<dataset>[_seed<S>].json once"
+        )
+    everywhere = [m for m in records[0]["models"] if all(m in r["models"] for r in records)]
+    models: dict[str, Any] = {}
+    for m in everywhere:
+        results = [r["models"][m]["results"] for r in records]
+        if any("test" not in res for res in results):
+            continue  # a validation-only sweep has no test to summarize
+        exclude = [exclude_seen_selected(res) for res in results]
+        tests = [res["test_exclude_seen" if ex else "test"] for res, ex in zip(results, exclude)]
+        models[m] = {
+            "test": {k: _mean_sd([t[k] for t in tests]) for k in METRICS},
+            "valid_recall@10": _mean_sd([res["valid"]["recall@10"] for res in results]),
+            "exclude_seen": exclude,
+            "train_seconds": _mean_sd([r["models"][m]["seconds"]["train"] for r in records]),
+        }
+    left_out = sorted({m for r in records for m in r["models"]} - set(models))
+    return {"dataset": records[0]["dataset"], "seeds": seeds, "models": models,
+            "left_out": left_out}  # fmt: skip
+
+
+def write_seed_summary(out_dir: str | Path, dataset: str, seeds: Sequence[int]) -> dict[str, Any]:
+    """Summarize (:func:`summarize_seeds`) the records that runs of ``seeds`` on ``dataset``
+    wrote into ``out_dir``; write ``baselines_<dataset>_seeds.json`` (with the commit and
+    machine of this summary, and the records' file names) and ``.md`` there."""
+    out, stem = Path(out_dir), safe_name(dataset)
+    records = []
+    for seed in seeds:
+        path = out / f"{record_name(stem, seed)}.json"
+        if not path.is_file():
+            raise RunFileError("no record of this seed", path=path,
+                               hint=f"run the benchmark with --seed {seed} and this --out first")
+        records.append(read_json(path, f"run the benchmark with --seed {seed} again"))
+    summary = {"benchmark": "baselines_seeds", **environment(), **summarize_seeds(records),
+               "records": [f"{record_name(stem, seed)}.json" for seed in seeds]}  # fmt: skip
+    (out / f"baselines_{stem}_seeds.json").write_text(json.dumps(summary, indent=2))
+    (out / f"baselines_{stem}_seeds.md").write_text(seeds_table(summary))
+    return summary
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    a = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(a.mean()), "sd": float(a.std()) if len(values) > 1 else 0.0}
+
+
+def seeds_table(summary: dict[str, Any]) -> str:
+    """The markdown table of :func:`summarize_seeds`: mean (sd) per model."""
+    seeds = ",".join(map(str, summary["seeds"]))
+    lines = [f"Seeds {seeds}: mean (sample sd); test in the setting each seed's validation "
+             "selects (seen items kept or excluded).", "",
+             "| model | test R@5 / N@5 / R@10 / N@10 | valid R@10 | seen items | train s |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for m, s in summary["models"].items():
+        test = " / ".join(f"{s['test'][k]['mean']:.4f} ({s['test'][k]['sd']:.4f})"
+                          for k in METRICS)  # fmt: skip
+        v = s["valid_recall@10"]
+        seen = {True: "excluded", False: "kept"}
+        setting = "/".join(seen[e] for e in s["exclude_seen"])
+        lines.append(f"| {m} | {test} | {v['mean']:.4f} ({v['sd']:.4f}) | {setting} | "
+                     f"{s['train_seconds']['mean']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _records(path: Path) -> dict[str, Any]:
