@@ -28,7 +28,7 @@ from onerec.baselines import (
     write_seed_summary,
 )
 from onerec.baselines.base import pad_histories, prefix_batches, prefix_samples, sequence_batches
-from onerec.baselines.benchmark import _hyperparameters, check_models
+from onerec.baselines.benchmark import _hyperparameters, check_models, seeds_table
 from onerec.baselines.tiger import TigerSettings
 from onerec.baselines.sasrec import next_item_loss
 from onerec.baselines.train import length_batches, set_seed
@@ -483,6 +483,10 @@ def test_seed_records_and_their_summary(dataset, tmp_path):
     assert json.loads((out / "baselines_cycle_seeds.json").read_text())["models"].keys() == {
         "pop", "sasrec-ce"}
     assert "| sasrec-ce | " in (out / "baselines_cycle_seeds.md").read_text()
+    one = BaselineTrainConfig(max_length=8, batch_size=32, epochs=1, max_seconds=None, seed=1)
+    run_benchmark(str(folder), ["fdsa"], out, config=one, progress=False)  # seed 1 only
+    assert "Not in every seed's record (or validation only): fdsa." in seeds_table(
+        write_seed_summary(out, "cycle", [0, 1]))
     with pytest.raises(RunFileError, match="--seed 2"):
         write_seed_summary(out, "cycle", [0, 2])
     with pytest.raises(BaselineError, match="2 or more"):

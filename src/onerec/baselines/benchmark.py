@@ -352,6 +352,9 @@ def seeds_table(summary: dict[str, Any]) -> str:
         setting = "/".join(seen[e] for e in s["exclude_seen"])
         lines.append(f"| {m} | {test} | {v['mean']:.4f} ({v['sd']:.4f}) | {setting} | "
                      f"{s['train_seconds']['mean']:.0f} |")
+    if summary["left_out"]:
+        lines += ["", "Not in every seed's record (or validation only): "
+                  + ", ".join(summary["left_out"]) + "."]
     return "\n".join(lines) + "\n"
 
 
