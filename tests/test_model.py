@@ -604,3 +604,42 @@ def test_decoder_context_adds_the_newest_items_state_at_bos():
     assert not torch.allclose(ours[1:, 0], base[1:, 0], atol=1e-4)
     with pytest.raises(ConfigError, match="decoder_context"):
         tiny(decoder_context=1)
+
+
+def test_head_dropouts_act_in_training_on_the_query_and_the_output_identities():
+    """head_dropout thins the head's query and head_identity_dropout the identity part of the
+    catalog's embeddings, in training only: in eval mode the head scores as without them."""
+    ids = catalog()
+    items = torch.tensor([[-1, -1, 5, 9, 2, 7], [1, 2, 3, 4, 5, 6]])
+    users = torch.tensor([3, 8])
+    head = dict(item_loss_weight=1.0, item_hash_buckets=16)
+    plain = tiny(**head)
+    tokens, mask = plain.layout.encode_history(items, ids.codes)
+
+    def item_sum(model: OneRec) -> float:
+        with torch.no_grad():
+            return model.sequence_loss(tokens, mask, users, 1, items=items,
+                                       catalog=ids.codes).item_sum.item()  # fmt: skip
+
+    for option in ("head_dropout", "head_identity_dropout"):
+        model = tiny(**head, **{option: 0.5})
+        model.load_state_dict(plain.state_dict())
+        model.train(), plain.train()
+        torch.manual_seed(1)
+        first = item_sum(model)
+        torch.manual_seed(2)
+        assert item_sum(model) != pytest.approx(first, abs=1e-6), option
+        plain.eval(), model.eval()
+        assert item_sum(model) == pytest.approx(item_sum(plain), abs=1e-6), option
+    with torch.no_grad():
+        tokens3 = ids.codes[:3].long() + torch.tensor(plain.layout.level_start)
+        identity = plain._item_identity(tokens3.unsqueeze(0))[0]
+        code_part = plain.item_embeddings(ids.codes[:3]) - identity
+        dropped = tiny(**head, head_identity_dropout=0.5)
+        dropped.load_state_dict(plain.state_dict())
+        dropped.train()
+        out = dropped.item_embeddings(ids.codes[:3]) - code_part  # the identity part alone
+    kept = out.abs() > 1e-5  # dropped entries are 0 up to rounding, kept ones doubled
+    assert (~kept).any() and torch.allclose(out[kept], 2 * identity[kept], atol=1e-5)
+    with pytest.raises(ConfigError, match="head_dropout"):
+        tiny(head_dropout=1.0)

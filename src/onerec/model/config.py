@@ -110,6 +110,9 @@ class OneRecConfig:
     gets a score, and no per-item table grows with the catalog; with ``item_hash_buckets`` its
     identity embedding is added too). It is trained by a full softmax
     over the catalog on the same next-item targets, added to the loss with this weight.
+    ``head_dropout``: dropout on the item head's query while training, and
+    ``head_identity_dropout`` on the identity part of the catalog's item embeddings on the
+    head's output side (which ``item_hash_dropout`` leaves whole); both 0 by default.
     ``item_head_tied``: the head's item embeddings sum rows of the code-token table that the
     encoder reads and the decoder predicts with (True, the default); False gives the head a
     code-embedding table of its own (the identity embedding stays shared).
@@ -155,6 +158,8 @@ class OneRecConfig:
     item_loss_weight: float = 0.0  # weight of the item head's catalog softmax; 0 = no item head
     rerank_weight: float = 0.0  # ranking: beam log p + this x item head log p; 0 = beam alone
     head_candidates: int = 0  # ranking: the item head's N best items join the beam's
+    head_dropout: float = 0.0  # training: dropout on the item head's query
+    head_identity_dropout: float = 0.0  # training: dropout on the head's output identities
     item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
     item_query_residual: bool = False  # the head's query: state + projection(state)
     decoder_context: bool = False  # BOS + projection(the newest history item's state)
@@ -247,7 +252,8 @@ class OneRecConfig:
                 f"> 0 when training, or rerank_weight=0"
             )
         dropouts = {"dropout": self.dropout, "item_hash_dropout": self.item_hash_dropout,
-                    "history_dropout": self.history_dropout}  # fmt: skip
+                    "history_dropout": self.history_dropout, "head_dropout": self.head_dropout,
+                    "head_identity_dropout": self.head_identity_dropout}  # fmt: skip
         if self.input_dropout is not None:  # None: follows dropout
             dropouts["input_dropout"] = self.input_dropout
         for name, value in dropouts.items():

@@ -344,6 +344,8 @@ class OneRec(nn.Module):
         h = config.item_hash_buckets
         self.item_hash = nn.ModuleList(nn.Embedding(h, d) for _ in _ITEM_HASHES) if h else None
         self.item_hash_drop = nn.Dropout(config.item_hash_dropout)
+        self.head_drop = nn.Dropout(config.head_dropout)
+        self.head_identity_drop = nn.Dropout(config.head_identity_dropout)
         p = config.dropout if config.input_dropout is None else config.input_dropout
         self.input_drop = nn.Dropout(p)
         # relative-position biases, one value per head: item distance in the encoder, recency of
@@ -636,7 +638,7 @@ class OneRec(nn.Module):
         tokens = catalog.long() + start
         out = (self.tok_emb if self.item_out is None else self.item_out)(tokens).sum(1)
         if self.item_hash is not None:
-            out = out + self._item_identity(tokens.unsqueeze(0))[0]
+            out = out + self.head_identity_drop(self._item_identity(tokens.unsqueeze(0))[0])
         return out
 
     def item_log_probs(self, memory: Tensor, catalog: Tensor) -> Tensor:
@@ -767,7 +769,7 @@ class OneRec(nn.Module):
                 "the model has an item head (item_loss_weight > 0): pass items (the item ids of "
                 "tokens) and catalog (SemanticIds.codes) to sequence_loss"
             )
-        query = self.item_queries(memory)[:, :-1][head_valid]  # (T, d): after column j - 1
+        query = self.head_drop(self.item_queries(memory)[:, :-1][head_valid])  # (T, d): after j-1
         n_targets = int(head_valid.sum())
         targets = items[:, 1:][head_valid].long()
         mean = full_softmax_cross_entropy(query, self.item_embeddings(catalog), targets)
