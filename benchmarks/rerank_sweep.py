@@ -2,7 +2,7 @@
 
     python benchmarks/rerank_sweep.py --run RUN_DIR --dataset beauty --out benchmarks/results
         [--name NAME] [--weights 0,0.25,0.5,1,2,4] [--beam 20] [--users 0] [--union 20]
-        [--split valid]
+        [--split valid] [--checkpoint best]
 
 A model trained with ``item_loss_weight`` > 0 ranks the beam's candidates by log p + r x the
 item head's log p (``rerank_weight`` r, see ``OneRecConfig``). Which r is best is a validation
@@ -14,7 +14,9 @@ exact decoder log p (``head_candidates``), and every r ranks them too.
 
 Validation of the leave-one-out split by default, seen items excluded (on Beauty and
 Scientific no target is a seen item); ``--split test`` is for a setting already chosen on
-validation, once. ``--users`` N > 0 takes a fixed random subset. Writes
+validation, once. ``--users`` N > 0 takes a fixed random subset. ``--checkpoint last`` scores
+the weights after the run's last epoch instead of its best (what further training did to the
+beam and to the head). Writes
 ``rerank_sweep_<name>.json`` (commit, machine, config, Recall/NDCG@10 per weight and for the head
 alone, with standard errors).
 """
@@ -41,6 +43,7 @@ from onerec.generation.beam_search import (
 from onerec.model import OneRec
 from onerec.runinfo import environment
 from onerec.tokenizer.pipeline import load_tokenization
+from onerec.training.trainer import load_last_weights
 
 METRICS = ("recall@10", "ndcg@10")  # with their standard errors
 
@@ -99,6 +102,8 @@ def main() -> None:
                    help="test: once, for settings already chosen on validation")
     p.add_argument("--union", type=int, default=0,
                    help="also rank the beam plus the head's N best other items (0: off)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="the kept epoch's weights, or the last finished epoch's")
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     ds = load_dataset(args.dataset, args.data_dir)
@@ -108,11 +113,12 @@ def main() -> None:
         examples = examples.take(np.sort(rng.choice(len(examples), args.users, replace=False)))
     ids = load_tokenization(args.run)[1]
     model = OneRec.load(args.run)
+    epochs = load_last_weights(model, args.run) if args.checkpoint == "last" else None
     results = sweep(model, examples, ids, weights, args.beam, args.union)
     record = {
         "benchmark": "rerank_sweep", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},
-        "users": len(examples),
+        "users": len(examples), "last_checkpoint_epochs": epochs,
         "protocol": f"{args.split} of the leave-one-out split, seen items excluded, full catalog",
         "results": results,
     }  # fmt: skip

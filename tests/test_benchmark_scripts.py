@@ -143,6 +143,17 @@ def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch)
     assert result["rerank 0"]["recall@10"] == pytest.approx(beam_only["recall@10"])
     for r in result.values():
         assert 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 and r["recall@10_se"] >= 0
+    # the last epoch's weights: the kept ones exactly when the last epoch was the best
+    monkeypatch.setattr(sys, "argv", [
+        "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
+        "--name", "last", "--weights", "0", "--checkpoint", "last",
+    ])  # fmt: skip
+    sweep.main()
+    last = json.loads((out / "rerank_sweep_last.json").read_text())
+    assert last["last_checkpoint_epochs"] == 2
+    log = record["training"]["epochs_log"]
+    if max(log, key=lambda e: e["valid_recall@10"])["epoch"] == log[-1]["epoch"]:
+        assert last["results"]["rerank 0"] == result["rerank 0"]
 
 
 def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatch) -> None:

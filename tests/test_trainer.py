@@ -14,10 +14,10 @@ from onerec.data import SyntheticConfig, generate, leave_one_out
 from onerec.data.ragged import Ragged
 from onerec.model import OneRec, OneRecConfig
 from onerec.tokenizer.pipeline import TokenizeConfig, tokenize
-from onerec.exceptions import ConfigError
+from onerec.exceptions import ConfigError, CorruptCheckpointError
 from onerec.training import (TrainConfig, Trainer, length_batches, prefix_windows,
                              training_windows)
-from onerec.training.trainer import WeightAverage
+from onerec.training.trainer import WeightAverage, load_last_weights
 from onerec.embeddings import cooccurrence_embeddings
 
 
@@ -229,6 +229,14 @@ def test_weight_average_leaves_training_alone_and_is_what_is_kept(tmp_path: Path
     for i, n in enumerate(names):
         torch.testing.assert_close(ema_best[n], ema_last[f"ema.{i}"], rtol=0, atol=0)
     assert any(not torch.equal(ema_best[n], raw_best[n]) for n in names)
+    # the last epoch's weights as validation read them: the average, or the raw weights
+    for name, best in (("raw", raw_best), ("ema", ema_best)):
+        last, _, _ = setup(tmp_path)
+        assert load_last_weights(last, tmp_path / name) == 1  # one finished epoch
+        for n, p in last.named_parameters():
+            torch.testing.assert_close(p.detach(), best[n], rtol=0, atol=0, msg=n)
+    with pytest.raises(CorruptCheckpointError, match="last.safetensors"):
+        load_last_weights(last, tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
 

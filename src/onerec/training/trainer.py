@@ -228,6 +228,26 @@ class WeightAverage:
                     p.copy_(o)
 
 
+def load_last_weights(model: OneRec, run_dir: str | Path) -> int:
+    """Put into ``model`` the weights that validation read after the last finished epoch of the
+    run in ``run_dir`` (its ``last.safetensors``): the weight average where the run keeps one,
+    else the raw weights. Returns the number of finished epochs. ``model.safetensors`` holds
+    the best epoch's instead; comparing the two shows what kept training did."""
+    path = Path(run_dir) / "last.safetensors"
+    hint = "the trainer writes last.safetensors after every epoch: pass a run folder it trained"
+    tensors, _ = read_safetensors(path, next(model.parameters()).device, hint=hint)
+    if "trainer.counters" not in tensors:
+        raise CorruptCheckpointError("it holds no trainer counters", path=path, hint=hint)
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_shapes(weights, model.state_dict(), path, "the model config beside it", hint=hint)
+    model.load_state_dict(weights)
+    if "ema.updates" in tensors:
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                p.copy_(tensors[f"ema.{i}"])
+    return int(tensors["trainer.counters"][0])
+
+
 class Trainer:
     """Trains ``model`` into ``run_dir``. An existing run there (``last.safetensors``) is
     resumed when it was made from the same data, semantic IDs, model config and settings;
