@@ -238,14 +238,22 @@ def load_last_weights(model: OneRec, run_dir: str | Path) -> int:
     tensors, _ = read_safetensors(path, next(model.parameters()).device, hint=hint)
     if "trainer.counters" not in tensors:
         raise CorruptCheckpointError("it holds no trainer counters", path=path, hint=hint)
-    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    check_shapes(weights, model.state_dict(), path, "the model config beside it", hint=hint)
-    model.load_state_dict(weights)
+    model.load_state_dict(_checkpoint_weights(tensors, model, path, hint))
     if "ema.updates" in tensors:
         with torch.no_grad():
             for i, p in enumerate(model.parameters()):
                 p.copy_(tensors[f"ema.{i}"])
     return int(tensors["trainer.counters"][0])
+
+
+def _checkpoint_weights(
+    tensors: dict[str, torch.Tensor], model: OneRec, path: Path, hint: str
+) -> dict[str, torch.Tensor]:
+    """The raw model weights (``model.*``) of a ``last.safetensors`` checkpoint, checked
+    against ``model``'s shapes."""
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_shapes(weights, model.state_dict(), path, "the model config of this run", hint=hint)
+    return weights
 
 
 class Trainer:
@@ -566,10 +574,7 @@ class Trainer:
         if "trainer.counters" not in tensors or "trainer.best" not in tensors:
             raise CorruptCheckpointError("it holds no trainer counters", path=path,
                                          hint=RESTART_HINT)  # fmt: skip
-        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        check_shapes(weights, self.model.state_dict(), path, "the model config of this run",
-                     hint=RESTART_HINT)  # fmt: skip
-        self.model.load_state_dict(weights)
+        self.model.load_state_dict(_checkpoint_weights(tensors, self.model, path, RESTART_HINT))
         for i, p in enumerate(self.model.parameters()):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
             if state:
