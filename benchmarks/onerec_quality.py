@@ -31,6 +31,12 @@ summary over seeds (mean and sample standard deviation of validation Recall@10 a
 selected test metrics), with a summary row in the table when there are several seeds.
 Seeds run as separate commands (in parallel, say) are summarized afterwards with
 ``--summarize``: it reads their records from ``--out`` and trains nothing.
+
+``--selection-split`` runs the same three steps with each user's last item removed
+(``onerec.data.drop_last_interactions``). Its "test" is then each user's validation item after
+a newest history item the model never trained on, which is what the real test is one item later
+and what leave-one-out validation is not. It is a score to choose settings on that never reads
+the real test items; its records are named ``..._selection<tag>_seed<S>.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import torch
 
 from onerec.baselines.benchmark import test_columns
 from onerec.data.registry import load_dataset
-from onerec.data.splits import leave_one_out
+from onerec.data.splits import drop_last_interactions, leave_one_out
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
 from onerec.exceptions import ConfigError
 from onerec.evaluation import exclude_seen_selected
@@ -122,8 +128,13 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
     ds = load_dataset(source, args.data_dir)
     name = safe_name(ds.name)  # it names folders and files: it may not leave them
+    dropped = None
+    if args.selection_split:  # every stage below reads the shortened log, the trainer's too
+        ds.log, report = drop_last_interactions(ds.log)
+        dropped = report.to_dict()
     split = leave_one_out(ds.log, history_length=args.history_length)
-    root = Path(args.runs) / name / f"seed{seed}"
+    # a selection run never resumes (or overwrites) a run of the full log
+    root = Path(args.runs) / (name + ("_selection" if dropped else "")) / f"seed{seed}"
 
     t = time.perf_counter()
     codes_record, tok_dir, ids_info = semantic_ids(ds, split, root, seed, args.codes,
@@ -156,11 +167,14 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
         "dataset": name,
         **environment(),
         "peak_rss_bytes": peak_rss_bytes(),
-        "protocol": "leave-one-out (last item test, second-to-last validation), history "
+        "protocol": ("selection split: each user's last item removed, then " if dropped else "")
+                    + "leave-one-out (last item test, second-to-last validation), history "
                     f"{args.history_length}, full ranking over {ds.num_items} items, "
                     f"beam {args.eval_beam}; model and seen-items setting selected on validation "
                     "Recall@10",
         "seed": seed,
+        "split": {"selection": bool(dropped), "dropped": dropped,
+                  "split": split.summary()},  # fmt: skip
         "config": {"args": vars(args), "model_overrides": overrides, **codes_record,
                    "train": asdict(config), "model": model.config.to_dict(),
                    "parameters": model.describe()},  # fmt: skip
@@ -208,11 +222,17 @@ def summary_row(dataset: str, summary: dict) -> str:
             f"per seed | |")
 
 
+def label(record: dict) -> str:
+    """The table's dataset cell: the dataset, and the selection split where it is one."""
+    selection = (record.get("split") or {}).get("selection")
+    return record["dataset"] + (", selection split" if selection else "")
+
+
 def markdown_row(r: dict) -> str:
     """One row of ``onerec_quality.md``; * marks the seen-items setting validation selects."""
     fmt, fmt_ex = test_columns(r["results"])
     s = r["seconds"]
-    return (f"| {r['dataset']} | {fmt} | {fmt_ex} | {r['results']['valid']['recall@10']:.4f} | "
+    return (f"| {label(r)} | {fmt} | {fmt_ex} | {r['results']['valid']['recall@10']:.4f} | "
             f"{r['training']['epochs']} | {s['tokenize']:.0f} / {s['train']:.0f} / "
             f"{s['evaluate']:.0f} / {s['total']:.0f} | {r['commit']} |")
 
@@ -272,12 +292,19 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2",
                         help="comma list; each seed tokenizes and trains from scratch, and the "
                              "summary gives the mean and spread")  # fmt: skip
+    parser.add_argument("--selection-split", action="store_true",
+                        help="drop each user's last item first: 'test' is then each user's "
+                             "validation item after a fresh newest history item, a score to "
+                             "select settings on that never reads the real test items; records "
+                             "are named with '_selection' before the tag")
     parser.add_argument("--tag", default="", help="appended to the record names")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: summarize the --seeds records already in --out")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
+    if args.selection_split:
+        args.tag = "_selection" + args.tag
     args.out.mkdir(parents=True, exist_ok=True)
     for source in args.datasets.split(","):
         records = []
@@ -305,7 +332,7 @@ def main() -> None:
         path = args.out / f"onerec_quality_{records[0]['dataset']}{args.tag}.json"
         path.write_text(json.dumps(aggregate, indent=2, default=str))
         if len(records) > 1:
-            row = summary_row(records[0]["dataset"], summary)
+            row = summary_row(label(records[0]), summary)
             add_row(args.out / "onerec_quality.md", row)
             print(row)
 

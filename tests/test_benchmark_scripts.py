@@ -90,6 +90,34 @@ def test_onerec_quality_runs_on_a_dataset_folder(tmp_path: Path, monkeypatch) ->
         rows[2], "| next |", *notes]
 
 
+def test_onerec_quality_selection_split(tmp_path: Path, monkeypatch) -> None:
+    script = load_script("onerec_quality")
+    data = generate(SyntheticConfig(num_users=60, num_items=30, mean_interactions=8, seed=2))
+    folder = data.save(tmp_path / "data")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = ["onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
+            "--preset", "tiny", "--epochs", "1", "--seeds", "0", "--runs", str(runs),
+            "--out", str(out), "--quiet"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [*args, "--selection-split", "--tag", "_x"])
+    script.main()
+    record = json.loads((out / f"onerec_quality_{data.name}_selection_x_seed0.json").read_text())
+    users = len(np.unique(data.log.user))
+    split = record["split"]
+    assert split["selection"] and split["dropped"]["rows_removed"] == users  # one row per user
+    assert record["protocol"].startswith("selection split: each user's last item removed")
+    # the selection split trains on one item fewer per user than the full log's split
+    assert split["split"]["train_interactions"] == len(data.log) - 3 * users
+    assert (runs / f"{data.name}_selection" / "seed0" / "model").is_dir()
+    assert not (runs / data.name).exists()  # a full-log run is never resumed in its place
+    rows = (out / "onerec_quality.md").read_text().splitlines()
+    assert rows[2].startswith(f"| {data.name}, selection split |")
+    monkeypatch.setattr(sys, "argv", args)
+    script.main()
+    full = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
+    assert not full["split"]["selection"] and full["split"]["dropped"] is None
+    assert full["split"]["split"]["train_interactions"] == len(data.log) - 2 * users
+
+
 def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
     script = load_script("onerec_quality")
     folder = generate(SyntheticConfig(num_users=40, num_items=40, seed=2)).save(tmp_path / "d")

@@ -9,7 +9,13 @@ import pytest
 
 from onerec.data.schema import InteractionLog, build_log
 from onerec.data.sessions import SessionQualityFilter, assign_sessions
-from onerec.data.splits import Split, filter_min_interactions, leave_one_out, temporal_split
+from onerec.data.splits import (
+    Split,
+    drop_last_interactions,
+    filter_min_interactions,
+    leave_one_out,
+    temporal_split,
+)
 from onerec.data.synthetic import SyntheticConfig, generate
 from onerec.exceptions import ConfigError, TooFewInteractionsError
 
@@ -52,6 +58,26 @@ def test_leave_one_out_strict_and_config_errors(small_log: InteractionLog) -> No
         leave_one_out(small_log, min_interactions=2)
     with pytest.raises(ConfigError):
         filter_min_interactions(small_log, 3, on_short="ignore")
+
+
+def test_selection_split_mirrors_test_one_item_earlier(small_log: InteractionLog) -> None:
+    shorter, report = drop_last_interactions(small_log)
+    assert (report.rows_removed, report.users_removed) == (3, 0)  # one row per user, rows shuffled
+    full, sel = leave_one_out(small_log, history_length=3), leave_one_out(shorter, history_length=3)
+    # user 2 (21 22 -> 20 21) is now too short, and the filter counts it
+    assert sel.reports[0].users_removed == 2 and sel.test.user.tolist() == [0]
+    # its test is user 1's real validation item, after a history whose newest item (12) is not
+    # among its training rows, as the real test's newest item (13) is not among the full split's
+    assert raw_items(small_log, sel.test.target) == raw_items(small_log, full.valid.target.take(np.array([0])))
+    assert raw_items(small_log, sel.test.history) == [[10, 11, 12]]
+    assert raw_items(small_log, sel.train_sequences().take(np.array([0]))) == [[10, 11]]
+    assert raw_items(small_log, full.test.history.take(np.array([0]))) == [[11, 12, 13]]
+    assert 14 not in small_log.items.to_raw(shorter.item).tolist()  # the real test item is gone
+    assert len(shorter.items) == len(small_log.items)  # same catalog: codes still match
+    gone, report = drop_last_interactions(small_log, 2)
+    assert report.users_removed == 1 and len(gone) == 4  # user 3 had only 2 rows
+    with pytest.raises(ConfigError, match="n >= 1"):
+        drop_last_interactions(small_log, 0)
 
 
 def test_split_save_load(small_log: InteractionLog, tmp_path: Path) -> None:

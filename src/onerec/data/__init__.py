@@ -8,7 +8,13 @@ from onerec.data.report import FilterReport
 from onerec.data.schema import Dataset, FeatureTable, IdMap, InteractionLog, build_log
 from onerec.data.sessions import SessionQualityFilter, assign_sessions
 from onerec.data.signals import SignalPolicy, apply_signal_policy
-from onerec.data.splits import Split, filter_min_interactions, leave_one_out, temporal_split
+from onerec.data.splits import (
+    Split,
+    drop_last_interactions,
+    filter_min_interactions,
+    leave_one_out,
+    temporal_split,
+)
 from onerec.data.synthetic import SyntheticConfig, generate
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "apply_signal_policy",
     "assign_sessions",
     "build_log",
+    "drop_last_interactions",
     "filter_min_interactions",
     "generate",
     "leave_one_out",

@@ -5,6 +5,9 @@
   Models read at most the most recent ``history_length`` items (20 in TIGER).
 - :func:`temporal_split`: one global time cut for validation and one for test, as a production
   system sees it (no user's future leaks into training).
+- :func:`drop_last_interactions` then :func:`leave_one_out`: a selection split whose test
+  mirrors the real test one item earlier (a fresh newest history item), for choosing settings
+  without reading the real test items.
 
 A :class:`Split` holds the training rows as an :class:`InteractionLog` (all signals kept, so a
 reward model or a session builder can still read them) and the evaluation rows as
@@ -153,6 +156,31 @@ def filter_min_interactions(
     out = log.take(~short[log.user]) if short.any() else log
     return out, FilterReport.between(
         "min interactions", log, out, f"users with < {min_interactions} interactions"
+    )
+
+
+def drop_last_interactions(
+    log: InteractionLog, n: int = 1
+) -> tuple[InteractionLog, FilterReport]:
+    """Every user's log without its last ``n`` interactions in time order, and a report of what
+    that removed (users left with none disappear from it, counted).
+
+    :func:`leave_one_out` on the result with ``n = 1`` is a *selection split*: its test example
+    is each user's real validation item, read after a history whose newest item (the user's last
+    training item) the model never trained on, as at the real test, where the newest history item
+    is the validation item. Leave-one-out validation instead reads histories the model trained on
+    item by item, so it cannot see what a model makes of a fresh newest item. The selection split
+    never reads the real test items; its training rows end one item earlier.
+    """
+    if n < 1:
+        raise ConfigError(f"drop_last_interactions needs n >= 1, got {n}")
+    log = log.sorted()
+    lengths = np.bincount(log.user, minlength=log.num_users).astype(np.int64)
+    ends = np.cumsum(lengths)
+    pos_from_end = np.repeat(ends, lengths) - 1 - np.arange(len(log))  # 0 for a user's last row
+    out = log.take(pos_from_end >= n)
+    return out, FilterReport.between(
+        "drop last interactions", log, out, f"each user's last {n} interaction(s)"
     )
 
 
