@@ -80,6 +80,11 @@ def main() -> None:
     parser.add_argument("--valid-only", action="store_true",
                         help="a sweep: measure validation only, never the test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selection-split", action="store_true",
+                        help="drop each user's last item first: 'test' is then each user's "
+                             "validation item after a fresh newest history item, a score to "
+                             "select settings on that never reads the real test items "
+                             "(records baselines_<dataset>_selection[_seed<S>])")
     parser.add_argument("--summarize", metavar="SEEDS", default=None, type=seed_list,
                         help="train nothing: summarize these seeds' records in --out (0,1,2)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -87,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.summarize is not None:
         name = load_dataset(args.dataset, args.data_dir).name
+        name += "_selection" if args.selection_split else ""
         print(seeds_table(write_seed_summary(args.out, name, args.summarize)))
         return
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -101,8 +107,10 @@ def main() -> None:
                            settings=BaselineSettings(parse_overrides(args.set),
                                                      parse_overrides(args.train),
                                                      test=not args.valid_only),
-                           progress=not args.quiet)  # fmt: skip
-    name = record_name(safe_name(result["dataset"]), args.seed)
+                           progress=not args.quiet,
+                           selection_split=args.selection_split)  # fmt: skip
+    stem = safe_name(result["dataset"]) + ("_selection" if args.selection_split else "")
+    name = record_name(stem, args.seed)
     print((args.out / f"{name}.md").read_text())
 
 

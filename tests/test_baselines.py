@@ -455,6 +455,30 @@ def test_records_name_the_blocks_of_every_transformer_baseline():
         assert (h["blocks"], h["heads"], h["hidden"]) == (blocks, heads, hidden), model.name
 
 
+def test_selection_split_records_stay_apart(dataset, tmp_path):
+    """``selection_split`` trains on one item fewer per user and writes its own record, whose
+    "test" is the full log's validation example; a seed summary reads the selection records."""
+    folder = dataset.save(tmp_path / "cycle")
+    out = tmp_path / "out"
+    full = leave_one_out(dataset.log, history_length=8)
+    for seed in (0, 1):
+        config = BaselineTrainConfig(max_length=8, batch_size=32, epochs=1, max_seconds=None,
+                                     seed=seed)  # fmt: skip
+        run_benchmark(str(folder), ["pop"], out, config=config, progress=False,
+                      selection_split=True)  # fmt: skip
+    assert not (out / "baselines_cycle.json").exists()
+    record = json.loads((out / "baselines_cycle_selection.json").read_text())
+    users = len(full.test)
+    assert record["split"]["selection"] and record["split"]["dropped"]["rows_removed"] == users
+    assert record["split"]["train_interactions"] == len(full.train) - users
+    assert record["split"]["test_examples"] == users  # every user still has a target
+    assert record["protocol"].startswith("selection split")
+    assert record["models"]["pop"]["published"] is None
+    summary = write_seed_summary(out, "cycle_selection", [0, 1])
+    assert summary["records"] == ["baselines_cycle_selection.json",
+                                  "baselines_cycle_selection_seed1.json"]  # fmt: skip
+
+
 def test_seed_records_and_their_summary(dataset, tmp_path):
     """A seed other than 0 writes its own record; the summary is each model's mean and sample
     sd over seeds, in the seen-items setting each seed's validation selects."""

@@ -42,7 +42,7 @@ from onerec.baselines.tiger import TigerSettings, run_tiger
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
-from onerec.data.splits import Split, leave_one_out
+from onerec.data.splits import Split, drop_last_interactions, leave_one_out
 from onerec.evaluation import evaluate, exclude_seen_selected
 from onerec.exceptions import BaselineError, OutputExistsError, RunFileError, UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
@@ -225,16 +225,27 @@ def run_benchmark(
     tiger: TigerSettings = TigerSettings(),
     settings: BaselineSettings | None = None,
     progress: bool = True,
+    selection_split: bool = False,
 ) -> dict[str, Any]:
     """Train and test ``models`` on ``dataset_name``; write and return the JSON record.
     ``work_dir``: where generative baselines keep their tokens and run folders; ``tiger``: the
     TIGER settings (its own schedule; ``config`` gives it the seed, device and time cap);
-    ``settings``: overrides of the other models' registered settings (a sweep)."""
+    ``settings``: overrides of the other models' registered settings (a sweep).
+    ``selection_split``: drop every user's last item first
+    (:func:`~onerec.data.splits.drop_last_interactions`), so that "test" is each user's
+    validation item after a fresh newest history item; the record is then
+    ``baselines_<dataset>_selection[_seed<S>]``."""
     names = check_models(models)
     config = config or BaselineTrainConfig()
     dataset = load_dataset(dataset_name, data_dir)
+    dropped = None
+    if selection_split:  # every model, TIGER's own split included, reads the shortened log
+        dataset.log, report = drop_last_interactions(dataset.log)
+        dropped = report.to_dict()
     split = leave_one_out(dataset.log, history_length=config.max_length)
     stem = safe_name(dataset.name)  # the name comes from data: it may not leave out_dir
+    if selection_split:
+        stem += "_selection"  # its records and TIGER's run folder stay apart from the full log's
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file, not a folder. Fix: choose another --out.")
@@ -251,6 +262,8 @@ def run_benchmark(
             ours[name] = run_model(name, dataset, split, config, progress, settings)
         # the table keeps models from earlier runs: each record names the code that made it
         ours[name]["commit"] = environment()["commit"]
+        if selection_split:  # published numbers are the real test's: not comparable here
+            ours[name]["published"] = None
         # read the file again just before writing: another run may have added models meanwhile
         records = _records(path)
         records.update(ours)
@@ -259,10 +272,12 @@ def run_benchmark(
             "dataset": dataset.name,
             **environment(),
             "peak_rss_bytes": peak_rss_bytes(),
-            "protocol": "leave-one-out (last item test, second-to-last validation), history "
+            "protocol": ("selection split: each user's last item removed, then "
+                         if dropped else "")
+                        + "leave-one-out (last item test, second-to-last validation), history "
                         f"{config.max_length}, full ranking over {split.num_items} items; model "
                         "selected on validation Recall@10 (seen items kept); test once",
-            "split": split.summary(),
+            "split": {**split.summary(), "selection": bool(dropped), "dropped": dropped},
             "train_config": config.to_dict(),
             "note": "wall times measured on a shared 2-core CPU (another job may run beside it)",
             "models": {m: records[m] for m in [*ALL_MODELS, *records] if m in records},
