@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from onerec.data.registry import load_dataset
-from onerec.data.splits import leave_one_out
+from onerec.data.splits import drop_last_interactions, leave_one_out
 from onerec.evaluation import evaluate
 from onerec.exceptions import ConfigError
 from onerec.generation.beam_search import (
@@ -98,8 +98,9 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--history-length", type=int, default=50)
     p.add_argument("--users", type=int, default=0, help="a random subset of the split (0: all)")
-    p.add_argument("--split", choices=("valid", "test"), default="valid",
-                   help="test: once, for settings already chosen on validation")
+    p.add_argument("--split", choices=("valid", "test", "selection"), default="valid",
+                   help="test: once, for settings already chosen on validation; selection: the "
+                        "selection split's test, for a run trained with --selection-split")
     p.add_argument("--union", type=int, default=0,
                    help="also rank the beam plus the head's N best other items (0: off)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
@@ -107,7 +108,11 @@ def main() -> None:
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     ds = load_dataset(args.dataset, args.data_dir)
-    examples = getattr(leave_one_out(ds.log, history_length=args.history_length), args.split)
+    if args.split == "selection":  # the run trained on this shortened log
+        log = drop_last_interactions(ds.log)[0]
+        examples = leave_one_out(log, history_length=args.history_length).test
+    else:
+        examples = getattr(leave_one_out(ds.log, history_length=args.history_length), args.split)
     if 0 < args.users < len(examples):
         rng = np.random.default_rng(0)
         examples = examples.take(np.sort(rng.choice(len(examples), args.users, replace=False)))
@@ -119,7 +124,9 @@ def main() -> None:
         "benchmark": "rerank_sweep", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},
         "users": len(examples), "last_checkpoint_epochs": epochs,
-        "protocol": f"{args.split} of the leave-one-out split, seen items excluded, full catalog",
+        "protocol": (f"{args.split} of the leave-one-out split" if args.split != "selection"
+                     else "test of the selection split (each user's last item removed)")
+                    + ", seen items excluded, full catalog",
         "results": results,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def test_onerec_quality_selection_split(tmp_path: Path, monkeypatch) -> None:
     out, runs = tmp_path / "out", tmp_path / "runs"
     args = ["onerec_quality.py", "--datasets", str(folder), "--embeddings", "collaborative",
             "--preset", "tiny", "--epochs", "1", "--seeds", "0", "--runs", str(runs),
-            "--out", str(out), "--quiet"]  # fmt: skip
+            "--out", str(out), "--model", "item_loss_weight=1.0", "--quiet"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", [*args, "--selection-split", "--tag", "_x"])
     script.main()
     record = json.loads((out / f"onerec_quality_{data.name}_selection_x_seed0.json").read_text())
@@ -111,6 +111,17 @@ def test_onerec_quality_selection_split(tmp_path: Path, monkeypatch) -> None:
     assert not (runs / data.name).exists()  # a full-log run is never resumed in its place
     rows = (out / "onerec_quality.md").read_text().splitlines()
     assert rows[2].startswith(f"| {data.name}, selection split |")
+    # the re-ranking sweep scores the same selection test (weight 0: the run's own ranking)
+    monkeypatch.setattr(sys, "argv", [
+        "rerank_sweep.py", "--run", str(runs / f"{data.name}_selection" / "seed0" / "model"),
+        "--dataset", str(folder), "--out", str(out), "--name", "sel", "--weights", "0",
+        "--split", "selection", "--history-length", "20",
+    ])  # fmt: skip
+    load_script("rerank_sweep").main()
+    swept = json.loads((out / "rerank_sweep_sel.json").read_text())
+    assert swept["users"] == users and swept["protocol"].startswith("test of the selection split")
+    own = record["results"]["test_exclude_seen"]
+    assert swept["results"]["rerank 0"]["recall@10"] == pytest.approx(own["recall@10"])
     monkeypatch.setattr(sys, "argv", args)
     script.main()
     full = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
