@@ -159,6 +159,10 @@ def filter_min_interactions(
     )
 
 
+# how a record names the selection split, before the protocol it then runs
+SELECTION_PROTOCOL = "selection split: each user's last item removed, then "
+
+
 def drop_last_interactions(
     log: InteractionLog, n: int = 1
 ) -> tuple[InteractionLog, FilterReport]:
