@@ -113,11 +113,13 @@ class QuickstartConfig:
     onerec_model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 64, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "d_ff": 256,
         "n_experts": 4, "top_k": 2,
-        # without the small preset's item head and identities: the quickstart was measured
-        # without them (benchmarks/results/quickstart.json), and in one trial with them its
-        # session model validated lower and the oracle graded its sessions lower
+        # without the small preset's item head, identities and history dropout: the quickstart
+        # was measured without them (benchmarks/results/quickstart.json), and in one trial with
+        # the head and identities its session model validated lower and the oracle graded its
+        # sessions lower
         "item_loss_weight": 0.0, "rerank_weight": 0.0, "head_candidates": 0,
         "item_query_residual": False, "item_hash_buckets": 0, "item_hash_dropout": 0.0,
+        "history_dropout": 0.0,
     })  # fmt: skip
     onerec_epochs: int = 5
     onerec_batch_size: int = 256
