@@ -20,7 +20,8 @@ from onerec.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # the record behind the README's OneRec numbers on Beauty: the selected command's settings
-RECORD = ROOT / "benchmarks/results/onerec_quality_beauty_itemhead_hash_hdrop0.5_resq_union20.json"
+RECORD = (ROOT / "benchmarks/results"
+          / "onerec_quality_beauty_itemhead_hash_hdrop0.5_resq_histdrop0.5_union20.json")
 SELECTED = json.loads(RECORD.read_text())["config"]
 
 
