@@ -52,7 +52,7 @@ import torch
 
 from onerec.baselines.benchmark import test_columns
 from onerec.data.registry import load_dataset
-from onerec.data.splits import SELECTION_PROTOCOL, drop_last_interactions, leave_one_out
+from onerec.data.splits import drop_last_interactions, leave_one_out, split_protocol
 from onerec.embeddings import EmbeddingConfig, content_source, item_embeddings
 from onerec.exceptions import ConfigError
 from onerec.evaluation import exclude_seen_selected
@@ -167,11 +167,9 @@ def run(source: str, seed: int, args: argparse.Namespace) -> dict:
         "dataset": name,
         **environment(),
         "peak_rss_bytes": peak_rss_bytes(),
-        "protocol": (SELECTION_PROTOCOL if dropped else "")
-                    + "leave-one-out (last item test, second-to-last validation), history "
-                    f"{args.history_length}, full ranking over {ds.num_items} items, "
-                    f"beam {args.eval_beam}; model and seen-items setting selected on validation "
-                    "Recall@10",
+        "protocol": split_protocol(args.history_length, ds.num_items, bool(dropped))
+                    + f", beam {args.eval_beam}; model and seen-items setting selected on "
+                    "validation Recall@10",
         "seed": seed,
         "split": {"selection": bool(dropped), "dropped": dropped,
                   "split": split.summary()},  # fmt: skip

@@ -42,7 +42,7 @@ from onerec.baselines.tiger import TigerSettings, run_tiger
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.registry import load_dataset
 from onerec.data.schema import Dataset
-from onerec.data.splits import SELECTION_PROTOCOL, Split, drop_last_interactions, leave_one_out
+from onerec.data.splits import Split, drop_last_interactions, leave_one_out, split_protocol
 from onerec.evaluation import evaluate, exclude_seen_selected
 from onerec.exceptions import BaselineError, OutputExistsError, RunFileError, UnknownModelError
 from onerec.runinfo import environment, peak_rss_bytes
@@ -272,10 +272,8 @@ def run_benchmark(
             "dataset": dataset.name,
             **environment(),
             "peak_rss_bytes": peak_rss_bytes(),
-            "protocol": (SELECTION_PROTOCOL if dropped else "")
-                        + "leave-one-out (last item test, second-to-last validation), history "
-                        f"{config.max_length}, full ranking over {split.num_items} items; model "
-                        "selected on validation Recall@10 (seen items kept); test once",
+            "protocol": split_protocol(config.max_length, split.num_items, bool(dropped))
+                        + "; model selected on validation Recall@10 (seen items kept); test once",
             "split": {**split.summary(), "selection": bool(dropped), "dropped": dropped},
             "train_config": config.to_dict(),
             "note": "wall times measured on a shared 2-core CPU (another job may run beside it)",

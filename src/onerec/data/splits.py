@@ -159,8 +159,13 @@ def filter_min_interactions(
     )
 
 
-# how a record names the selection split, before the protocol it then runs
-SELECTION_PROTOCOL = "selection split: each user's last item removed, then "
+def split_protocol(history: int, num_items: int, selection: bool = False) -> str:
+    """How a benchmark record names its split: leave-one-out with ``history`` items read and a
+    full ranking over ``num_items``, on the selection split (``drop_last_interactions``) when
+    ``selection``. The records' ``protocol`` strings start with it."""
+    return (("selection split: each user's last item removed, then " if selection else "")
+            + "leave-one-out (last item test, second-to-last validation), history "
+            f"{history}, full ranking over {num_items} items")  # fmt: skip
 
 
 def drop_last_interactions(
