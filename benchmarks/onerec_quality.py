@@ -13,10 +13,10 @@ the same settings everywhere (nothing here is tuned per dataset):
    ``--codes published``: a published RQ-VAE tokenization made from item text instead (Beauty,
    whose text is not on this machine), first 3 levels plus our collision code;
 2. OneRec (``--preset``, by default ``small``: 16 experts top-2, dropout 0.1, no user-id
-   embedding, an item head that re-ranks the beam, hashed item identities under dropout 0.5,
-   history dropout 0.5) trained by next-token prediction over whole sequences for 20 epochs,
-   early-stopped on the Recall@10 of 4,096 validation users (beam search, ``--eval-beam``,
-   patience 5); what is validated and kept is a moving average of the weights
+   embedding, an item head (loss weight 2) that re-ranks the beam, hashed item identities under
+   dropout 0.5, history dropout 0.5) trained by next-token prediction over whole sequences for
+   20 epochs, early-stopped on the Recall@10 of 4,096 validation users (beam search,
+   ``--eval-beam``, patience 5); what is validated and kept is a moving average of the weights
    (``--ema-decay``);
 3. the selected model ranks every test user's next item once: Recall/NDCG@5/10 over the full
    catalog, seen items kept and excluded (S3-Rec's setting); whether to exclude them is chosen

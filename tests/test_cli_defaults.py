@@ -21,7 +21,7 @@ from onerec.training import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 # the record behind the README's OneRec numbers on Beauty: the selected command's settings
 RECORD = (ROOT / "benchmarks/results"
-          / "onerec_quality_beauty_itemhead_hash_hdrop0.5_resq_histdrop0.5_union20.json")
+          / "onerec_quality_beauty_itemhead_hash_hdrop0.5_resq_histdrop0.5_iw2_union20.json")
 SELECTED = json.loads(RECORD.read_text())["config"]
 
 
@@ -52,7 +52,7 @@ def test_train_without_flags_is_the_selected_configuration(data: Path) -> None:
     assert {**model, "level_sizes": SELECTED["model"]["level_sizes"]} == expected
     assert (train["patience"], train["ema_decay"]) == (5, 0.999)
     assert (model["n_experts"], model["dropout"], model["n_user_buckets"]) == (16, 0.1, 0)
-    assert (model["item_loss_weight"], model["rerank_weight"]) == (1.0, 1.0)
+    assert (model["item_loss_weight"], model["rerank_weight"]) == (2.0, 1.0)
     assert (model["item_hash_buckets"], model["item_hash_dropout"]) == (8192, 0.5)
     assert (model["item_query_residual"], model["head_candidates"]) == (True, 20)
 

@@ -28,15 +28,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # CPU experiments, and the model the quality benchmark selected on validation
     # (benchmarks/results/onerec_quality.md): 16 experts top-2, dropout 0.1, no user-id
-    # embedding, an item head (residual query) that re-ranks the beam and adds its 20 best
-    # items to the beam's, hashed item identities read by the encoder under dropout 0.5, and
-    # history dropout 0.5 (chosen on the selection split: docs/benchmarks.md).
+    # embedding, an item head (residual query, loss weight 2) that re-ranks the beam and adds
+    # its 20 best items to the beam's, hashed item identities read by the encoder under
+    # dropout 0.5, and history dropout 0.5 (history dropout and the head's weight chosen on
+    # the selection split: docs/benchmarks.md).
     # 7.0M parameters with 3 x 256 codes (3.6M active: all but the unrouted experts), 2.1M of
     # them the identity tables; 10.1M with 3 x 8192.
     "small": dict(
         d_model=128, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=640,
         n_experts=16, top_k=2, max_history=50, n_user_buckets=0, dropout=0.1,
-        item_loss_weight=1.0, rerank_weight=1.0, item_hash_buckets=8192, item_hash_dropout=0.5,
+        item_loss_weight=2.0, rerank_weight=1.0, item_hash_buckets=8192, item_hash_dropout=0.5,
         item_query_residual=True, head_candidates=20, history_dropout=0.5,
     ),
     # TIGER (Rajput et al. 2023) as a configuration of this model: dense 4 + 4 layers, d_model
