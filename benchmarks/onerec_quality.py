@@ -30,7 +30,9 @@ them) and appends a row to ``onerec_quality.md``; then ``onerec_quality_<dataset
 summary over seeds (mean and sample standard deviation of validation Recall@10 and of the
 selected test metrics), with a summary row in the table when there are several seeds.
 Seeds run as separate commands (in parallel, say) are summarized afterwards with
-``--summarize``: it reads their records from ``--out`` and trains nothing.
+``--summarize``: it reads their records from ``--out`` and trains nothing. Records written to a
+scratch ``--out`` (an experiment's own folder) join the results with ``--add-records FILE ...``:
+each is copied into ``--out`` and its row added to the table.
 
 ``--selection-split`` runs the same three steps with each user's last item removed
 (``onerec.data.drop_last_interactions``). Its "test" is then each user's validation item after
@@ -298,8 +300,16 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="appended to the record names")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: summarize the --seeds records already in --out")
+    parser.add_argument("--add-records", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="train nothing: copy these finished per-seed records into --out "
+                             "and add their rows to its table")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    if args.add_records:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for row in add_records(args.add_records, args.out):
+            print(row)
+        return
     seeds = parse_seeds(args.seeds)
     if args.selection_split:
         args.tag = "_selection" + args.tag
@@ -333,6 +343,38 @@ def main() -> None:
             row = summary_row(label(records[0]), summary)
             add_row(args.out / "onerec_quality.md", row)
             print(row)
+
+
+def add_records(files: list[Path], out: Path) -> list[str]:
+    """Copy finished per-seed records into ``out`` and add their rows to its table; the rows.
+
+    A record already in ``out`` under the same name must be the same file (nothing is
+    overwritten), and a row already in the table is not added twice, so a repeated call
+    changes nothing."""
+    table = out / "onerec_quality.md"
+    rows = []
+    for file in files:
+        try:
+            record = json.loads(file.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--add-records: cannot read {file} as JSON ({error})") from None
+        if not isinstance(record, dict) or record.get("benchmark") != "onerec_quality" or (
+                "seed" not in record or "results" not in record):  # fmt: skip
+            raise ConfigError(
+                f"--add-records: {file} is not a per-seed record of this benchmark (expected "
+                f"the onerec_quality_<dataset><tag>_seed<S>.json that a run writes)"
+            )
+        target = out / file.name
+        if target.exists() and target.read_bytes() != file.read_bytes():
+            raise ConfigError(f"--add-records: {target} exists and differs from {file}; "
+                              f"remove it first or rename the record")  # fmt: skip
+        if not target.exists():
+            target.write_bytes(file.read_bytes())
+        row = markdown_row(record)
+        if not (table.exists() and row in table.read_text().splitlines()):
+            add_row(table, row)
+        rows.append(row)
+    return rows
 
 
 def read_record(out: Path, name: str, tag: str, seed: int) -> dict:

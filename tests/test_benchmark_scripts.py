@@ -127,6 +127,25 @@ def test_onerec_quality_selection_split(tmp_path: Path, monkeypatch) -> None:
     full = json.loads((out / f"onerec_quality_{data.name}_seed0.json").read_text())
     assert not full["split"]["selection"] and full["split"]["dropped"] is None
     assert full["split"]["split"]["train_interactions"] == len(data.log) - 2 * users
+    # records from a scratch folder join the results: copied, one row each, never twice
+    files = [out / f"onerec_quality_{data.name}_selection_x_seed0.json",
+             out / f"onerec_quality_{data.name}_seed0.json"]  # fmt: skip
+    results = tmp_path / "results"
+    for _ in range(2):
+        monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--out", str(results),
+                                          "--add-records", *map(str, files)])  # fmt: skip
+        script.main()
+        rows = (results / "onerec_quality.md").read_text().splitlines()
+        assert rows[2:] == [script.markdown_row(record), script.markdown_row(full)]
+        assert all((results / f.name).read_bytes() == f.read_bytes() for f in files)
+    (results / files[1].name).write_text("{}")
+    with pytest.raises(ConfigError, match="exists and differs"):
+        script.main()
+    (tmp_path / "other.json").write_text(json.dumps({"benchmark": "baselines"}))
+    monkeypatch.setattr(sys, "argv", ["onerec_quality.py", "--out", str(results),
+                                      "--add-records", str(tmp_path / "other.json")])
+    with pytest.raises(ConfigError, match="not a per-seed record"):
+        script.main()
 
 
 def test_onerec_quality_names_a_catalog_without_published_codes(tmp_path, monkeypatch) -> None:
