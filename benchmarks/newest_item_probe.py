@@ -14,7 +14,11 @@ Scored: the OneRec run ranked as its config says (beam search, re-ranked when it
 head and ``rerank_weight``), its item head alone over the whole catalog (when it has one), and,
 with ``--sasrec-seconds`` > 0, SASRec-CE trained here in the baseline benchmark's setting (every
 prefix a sample, 50 items, seed 0) for that many seconds. Seen items are excluded, the setting
-validation selects on Beauty and Scientific. Writes ``newest_item_probe_<name>.json`` (commit,
+validation selects on Beauty and Scientific; ``--keep-seen`` keeps them, the setting validation
+selects where users return to items (Yelp). Every set's metrics are also split by whether the
+target is an item the user had interacted with before (``returning``, scored only with
+``--keep-seen``) or not (``new``), with the rows of each: where users return, how much of a
+gap between two models is the returns. Writes ``newest_item_probe_<name>.json`` (commit,
 machine, config, Recall/NDCG@10 with standard errors).
 """
 
@@ -49,13 +53,28 @@ def probe_sets(split: Split) -> dict[str, Examples]:
                                                      valid.seen)}  # fmt: skip
 
 
-def score(sets: dict[str, Examples], **how) -> dict[str, dict[str, float]]:
-    """Recall/NDCG@10 (seen items excluded) of one ranker on every set; ``how`` is
-    ``ranked=f(examples)`` or ``scores=f(examples)`` (a scorer for :func:`evaluate`)."""
+def returning(examples: Examples) -> np.ndarray:
+    """``(rows,)`` bool: whether each row's target is among the items its user had seen."""
+    return np.array([bool(np.isin(examples.target[i], examples.seen[i]).any())
+                     for i in range(len(examples))], dtype=bool)  # fmt: skip
+
+
+def score(sets: dict[str, Examples], exclude_seen: bool, **how) -> dict[str, dict]:
+    """Recall/NDCG@10 of one ranker on every set, and the same over the rows whose target the
+    user had seen before (``returning``) and the rest (``new``), with their row counts; ``how``
+    is ``ranked=f(examples)`` or ``scores=f(examples)`` (a scorer for :func:`evaluate`)."""
     (kind, f), = how.items()
-    return {name: evaluate(ex, **{kind: f(ex)}, ks=(10,), exclude_seen=True,
-                           progress=False).summary(METRICS)
-            for name, ex in sets.items()}  # fmt: skip
+    out = {}
+    for name, ex in sets.items():
+        result = evaluate(ex, **{kind: f(ex)}, ks=(10,), exclude_seen=exclude_seen,
+                          progress=False)  # fmt: skip
+        back = returning(ex)
+        out[name] = result.summary(METRICS)
+        for part, rows in (("returning", back), ("new", ~back)):
+            out[name][part] = {"rows": int(rows.sum()), **{
+                m: float(result.per_user[m][rows].mean()) if rows.any() else float("nan")
+                for m in METRICS}}  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -67,31 +86,36 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=TrainConfig.eval_beam)
     p.add_argument("--sasrec-seconds", type=float, default=0.0,
                    help="also train SASRec-CE for this many seconds and probe it (0: no)")
+    p.add_argument("--keep-seen", action="store_true",
+                   help="rank already-seen items too (default: excluded)")
     p.add_argument("--name", default=None, help="names the record (default: the dataset)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
     ds = load_dataset(args.dataset, args.data_dir)
     sets = probe_sets(leave_one_out(ds.log, history_length=args.history_length))
     model, ids = OneRec.load(args.run), load_tokenization(args.run)[1]
-    results = {"onerec": score(sets, ranked=lambda ex: rank_examples(model, ex, ids, args.beam,
-                                                                      exclude_seen=True))}
+    exclude = not args.keep_seen
+    results = {"onerec": score(sets, exclude, ranked=lambda ex: rank_examples(
+        model, ex, ids, args.beam, exclude_seen=exclude))}
     if model.item_query is not None:
         def head(ex: Examples):
             return lambda rows: item_head_log_probs(model, ex.history.take(rows), ex.user[rows],
                                                     ids)  # fmt: skip
-        results["onerec item head alone"] = score(sets, scores=head)
+        results["onerec item head alone"] = score(sets, exclude, scores=head)
     if args.sasrec_seconds > 0:
         config = BaselineTrainConfig(prefixes=True, max_seconds=args.sasrec_seconds)
         split = leave_one_out(ds.log, history_length=config.max_length)
         set_seed(config.seed)
         sasrec = SASRec(ds.num_items, config.max_length)
         fit(sasrec, split, config, progress=False)
-        results["sasrec-ce"] = score(probe_sets(split), scores=sasrec.score_fn)
+        results["sasrec-ce"] = score(probe_sets(split), exclude, scores=sasrec.score_fn)
     record = {
         "benchmark": "newest_item_probe", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},
-        "protocol": "leave-one-out; Recall/NDCG@10 over the full catalog, seen items excluded; "
-                    "'test without the newest item': test targets after validation's histories",
+        "protocol": "leave-one-out; Recall/NDCG@10 over the full catalog, seen items "
+                    + ("kept" if args.keep_seen else "excluded") + "; 'test without the newest "
+                    "item': test targets after validation's histories; 'returning' / 'new': the "
+                    "rows whose target the user had seen before / not",
         "results": results,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +123,10 @@ def main() -> None:
     path.write_text(json.dumps(record, indent=2))
     for who, sets_result in results.items():
         for name, r in sets_result.items():
-            print(f"{who:24s} {name:30s} R@10 {r['recall@10']:.4f}  N@10 {r['ndcg@10']:.4f}")
+            parts = "  ".join(f"{k} ({r[k]['rows']}) {r[k]['recall@10']:.4f} / "
+                              f"{r[k]['ndcg@10']:.4f}" for k in ("returning", "new"))
+            print(f"{who:24s} {name:30s} R@10 {r['recall@10']:.4f}  N@10 {r['ndcg@10']:.4f}  "
+                  f"{parts}")
 
 
 if __name__ == "__main__":

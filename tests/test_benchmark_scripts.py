@@ -235,6 +235,21 @@ def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatc
     shifted = probe.probe_sets(split)["test without the newest item"]
     assert np.array_equal(shifted.target.values, split.test.target.values)
     assert np.array_equal(shifted.history.values, split.valid.history.values)
+    # each set's rows split into targets the user had seen before and the rest
+    back = probe.returning(split.test)
+    assert 0 < back.sum() < len(back)  # the synthetic users return to some items
+    for kept in (False, True):
+        if kept:
+            monkeypatch.setattr(sys, "argv", [*sys.argv, "--keep-seen", "--sasrec-seconds", "0"])
+            probe.main()
+            result = json.loads((out / "newest_item_probe_t.json").read_text())["results"]
+        test = result["onerec"]["test"]
+        assert (test["returning"]["rows"], test["new"]["rows"]) == (back.sum(), (~back).sum())
+        mixed = (back.sum() * test["returning"]["recall@10"]
+                 + (~back).sum() * test["new"]["recall@10"]) / len(back)  # fmt: skip
+        assert mixed == pytest.approx(test["recall@10"])
+        if not kept:  # an excluded item is never ranked: a returning target is never hit
+            assert test["returning"]["recall@10"] == 0.0
 
 
 def test_baselines_script_runs_seeds_and_summarizes_them(tmp_path, monkeypatch, capsys) -> None:
