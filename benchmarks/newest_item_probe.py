@@ -36,6 +36,7 @@ from onerec.data.examples import Examples
 from onerec.data.registry import load_dataset
 from onerec.data.splits import Split, leave_one_out
 from onerec.evaluation import evaluate
+from onerec.exceptions import ConfigError
 from onerec.generation import item_head_log_probs, rank_examples
 from onerec.model import OneRec
 from onerec.runinfo import environment
@@ -43,6 +44,9 @@ from onerec.tokenizer.pipeline import load_tokenization
 from onerec.training.trainer import TrainConfig
 
 METRICS = ("recall@10", "ndcg@10")  # with their standard errors
+
+
+SETS = ("valid", "test", "test without the newest item")
 
 
 def probe_sets(split: Split) -> dict[str, Examples]:
@@ -86,13 +90,22 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=TrainConfig.eval_beam)
     p.add_argument("--sasrec-seconds", type=float, default=0.0,
                    help="also train SASRec-CE for this many seconds and probe it (0: no)")
+    p.add_argument("--sets", default=",".join(SETS),
+                   help=f"comma list of the sets to score (default all: {', '.join(SETS)})")
     p.add_argument("--keep-seen", action="store_true",
                    help="rank already-seen items too (default: excluded)")
     p.add_argument("--name", default=None, help="names the record (default: the dataset)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
+    chosen = [name.strip() for name in args.sets.split(",")]
+    if not chosen or any(name not in SETS for name in chosen):
+        raise ConfigError(f"--sets must name some of {list(SETS)}, got {args.sets!r}")
     ds = load_dataset(args.dataset, args.data_dir)
-    sets = probe_sets(leave_one_out(ds.log, history_length=args.history_length))
+
+    def pick(split: Split) -> dict[str, Examples]:
+        return {name: ex for name, ex in probe_sets(split).items() if name in chosen}
+
+    sets = pick(leave_one_out(ds.log, history_length=args.history_length))
     model, ids = OneRec.load(args.run), load_tokenization(args.run)[1]
     exclude = not args.keep_seen
     results = {"onerec": score(sets, exclude, ranked=lambda ex: rank_examples(
@@ -108,7 +121,7 @@ def main() -> None:
         set_seed(config.seed)
         sasrec = SASRec(ds.num_items, config.max_length)
         fit(sasrec, split, config, progress=False)
-        results["sasrec-ce"] = score(probe_sets(split), exclude, scores=sasrec.score_fn)
+        results["sasrec-ce"] = score(pick(split), exclude, scores=sasrec.score_fn)
     record = {
         "benchmark": "newest_item_probe", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},

@@ -250,6 +250,14 @@ def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatc
         assert mixed == pytest.approx(test["recall@10"])
         if not kept:  # an excluded item is never ranked: a returning target is never hit
             assert test["returning"]["recall@10"] == 0.0
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--sets", "test"])  # one set only
+    probe.main()
+    result = json.loads((out / "newest_item_probe_t.json").read_text())["results"]
+    assert all(list(r) == ["test"] for r in result.values())
+    assert result["onerec"]["test"]["recall@10"] == pytest.approx(test["recall@10"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--sets", "tset"])
+    with pytest.raises(ConfigError, match="--sets must name some of"):
+        probe.main()
 
 
 def test_baselines_script_runs_seeds_and_summarizes_them(tmp_path, monkeypatch, capsys) -> None:
