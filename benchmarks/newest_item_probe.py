@@ -18,8 +18,10 @@ validation selects on Beauty and Scientific; ``--keep-seen`` keeps them, the set
 selects where users return to items (Yelp). Every set's metrics are also split by whether the
 target is an item the user had interacted with before (``returning``, scored only with
 ``--keep-seen``) or not (``new``), with the rows of each: where users return, how much of a
-gap between two models is the returns. Writes ``newest_item_probe_<name>.json`` (commit,
-machine, config, Recall/NDCG@10 with standard errors).
+gap between two models is the returns; with ``--keep-seen`` the scorers (the head, SASRec-CE)
+are also scored with the user's seen items moved first (``, seen first``). Writes
+``newest_item_probe_<name>.json`` (commit, machine, config, Recall/NDCG@10 with standard
+errors).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from onerec.baselines.sasrec import SASRec
 from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
@@ -61,6 +64,28 @@ def returning(examples: Examples) -> np.ndarray:
     """``(rows,)`` bool: whether each row's target is among the items its user had seen."""
     return np.array([bool(np.isin(examples.target[i], examples.seen[i]).any())
                      for i in range(len(examples))], dtype=bool)  # fmt: skip
+
+
+def seen_first(scorer):
+    """``scorer`` (``examples -> f(rows) -> scores``) with every item the user had seen moved
+    above the rest, each group kept in the scorer's order: the ranking of a policy that serves
+    returns first."""
+    def by_examples(ex: Examples):
+        inner = scorer(ex)
+
+        def f(rows: np.ndarray) -> torch.Tensor:
+            s = torch.as_tensor(inner(rows)).float()
+            seen = ex.seen.take(rows)
+            mask = torch.zeros_like(s, dtype=torch.bool)
+            mask[torch.from_numpy(seen.row_ids), torch.from_numpy(seen.values.astype(np.int64))] = 1
+            finite = torch.isfinite(s)
+            top = torch.where(finite, s, -torch.inf).amax(1, keepdim=True)
+            bottom = torch.where(finite, s, torch.inf).amin(1, keepdim=True)
+            return torch.where(mask & finite, s + (top - bottom + 1), s)
+
+        return f
+
+    return by_examples
 
 
 def score(sets: dict[str, Examples], exclude_seen: bool, **how) -> dict[str, dict]:
@@ -115,6 +140,9 @@ def main() -> None:
             return lambda rows: item_head_log_probs(model, ex.history.take(rows), ex.user[rows],
                                                     ids)  # fmt: skip
         results["onerec item head alone"] = score(sets, exclude, scores=head)
+        if args.keep_seen:
+            results["onerec item head alone, seen first"] = score(sets, False,
+                                                                  scores=seen_first(head))
     if args.sasrec_seconds > 0:
         config = BaselineTrainConfig(prefixes=True, max_seconds=args.sasrec_seconds)
         split = leave_one_out(ds.log, history_length=config.max_length)
@@ -122,6 +150,9 @@ def main() -> None:
         sasrec = SASRec(ds.num_items, config.max_length)
         fit(sasrec, split, config, progress=False)
         results["sasrec-ce"] = score(pick(split), exclude, scores=sasrec.score_fn)
+        if args.keep_seen:
+            results["sasrec-ce, seen first"] = score(pick(split), False,
+                                                     scores=seen_first(sasrec.score_fn))
     record = {
         "benchmark": "newest_item_probe", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},

@@ -250,6 +250,12 @@ def test_newest_item_probe_scores_three_sets_for_each_model(tmp_path, monkeypatc
         assert mixed == pytest.approx(test["recall@10"])
         if not kept:  # an excluded item is never ranked: a returning target is never hit
             assert test["returning"]["recall@10"] == 0.0
+        else:  # seen items first: returns can only rise, new targets only fall
+            plain, first = (result[k]["test"] for k in ("onerec item head alone",
+                                                        "onerec item head alone, seen first"))
+            assert first["returning"]["recall@10"] >= plain["returning"]["recall@10"]
+            assert first["new"]["recall@10"] <= plain["new"]["recall@10"]
+            assert first["recall@10"] != plain["recall@10"]
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--sets", "test"])  # one set only
     probe.main()
     result = json.loads((out / "newest_item_probe_t.json").read_text())["results"]
