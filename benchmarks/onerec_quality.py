@@ -355,7 +355,8 @@ def add_records(files: list[Path], out: Path) -> list[str]:
     rows = []
     for file in files:
         try:
-            record = json.loads(file.read_text())
+            data = file.read_bytes()
+            record = json.loads(data)
         except (OSError, ValueError) as error:
             raise ConfigError(f"--add-records: cannot read {file} as JSON ({error})") from None
         if not isinstance(record, dict) or record.get("benchmark") != "onerec_quality" or (
@@ -365,11 +366,11 @@ def add_records(files: list[Path], out: Path) -> list[str]:
                 f"the onerec_quality_<dataset><tag>_seed<S>.json that a run writes)"
             )
         target = out / file.name
-        if target.exists() and target.read_bytes() != file.read_bytes():
+        if target.exists() and target.read_bytes() != data:
             raise ConfigError(f"--add-records: {target} exists and differs from {file}; "
                               f"remove it first or rename the record")  # fmt: skip
         if not target.exists():
-            target.write_bytes(file.read_bytes())
+            target.write_bytes(data)
         row = markdown_row(record)
         if not (table.exists() and row in table.read_text().splitlines()):
             add_row(table, row)
