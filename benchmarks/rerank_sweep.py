@@ -63,11 +63,11 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: 
     for start in range(0, len(examples), batch):
         part = examples.take(np.arange(start, min(start + batch, len(examples))))
         with torch.no_grad():
-            memory, mask, trie, banned = _prepare(model, part.history, torch.from_numpy(part.user),
-                                                  ids, part.seen, None)  # fmt: skip
+            memory, mask, trie, banned, seen = _prepare(
+                model, part.history, torch.from_numpy(part.user), ids, part.seen, None)
             items, scores, codes = _search(model, memory, mask, trie, beam, 1, banned, True)
             items, codes = items[:, :, 0], codes[:, :, 0]
-            head = model.item_log_probs(memory, ids.codes)
+            head = model.item_log_probs(memory, ids.codes, seen)
         for w in weights:
             order, _ = rerank_order(items, scores, head, w)
             ranked[f"rerank {w:g}"].append(items.gather(1, order)[:, :10])

@@ -182,19 +182,22 @@ def test_cached_and_uncached_decoding_agree(n_experts):
 
 def head_log_probs(model: OneRec, ids: SemanticIds) -> torch.Tensor:
     """The item head's log p ``(B, N)`` of every catalog item after each history."""
-    tokens, mask = model.layout.encode_history(pad_history(HISTORY, model.config.max_history),
-                                               ids.codes)  # fmt: skip
+    items = pad_history(HISTORY, model.config.max_history)
+    tokens, mask = model.layout.encode_history(items, ids.codes)
     with torch.no_grad():
         memory, _ = model.encode(tokens, mask, torch.as_tensor(USERS))
-        return model.item_log_probs(memory, ids.codes)
+        return model.item_log_probs(memory, ids.codes, items)
 
 
-def test_head_candidates_join_the_beam_with_exact_scores():
+@pytest.mark.parametrize("repeat_bias", [False, True])
+def test_head_candidates_join_the_beam_with_exact_scores(repeat_bias: bool):
     """With ``head_candidates`` as large as the catalog, a beam of 4 ranks every allowed item
-    exactly by decoder log p + rerank_weight x head log p; with a few, every returned item
-    still carries that exact score, and excluded items never return."""
+    exactly by decoder log p + rerank_weight x head log p (with the head's repeat bias, if it
+    has one); with a few, every returned item still carries that exact score, and excluded
+    items never return."""
     ids = catalog(60)
-    model = peaky_model(seed=2, item_loss_weight=1.0, rerank_weight=0.5, head_candidates=60)
+    model = peaky_model(seed=2, item_loss_weight=1.0, rerank_weight=0.5, head_candidates=60,
+                        repeat_bias=repeat_bias)  # fmt: skip
     combined = (brute_force_scores(model, ids, torch.arange(60).unsqueeze(1))
                 + 0.5 * head_log_probs(model, ids))  # fmt: skip
     for b, seen in enumerate(HISTORY):
@@ -221,6 +224,22 @@ def test_head_candidates_join_the_beam_with_exact_scores():
         best = combined[b, candidates].topk(4).indices
         assert narrow.items[b].tolist() == candidates[best].tolist()
     assert not torch.equal(narrow.items, plain.items)  # the head's items made a difference
+
+
+def test_a_head_repeat_bias_brings_seen_items_back_unless_they_are_excluded():
+    """A strong learned preference for the newest item (``repeat_bias``) puts it first through
+    the head's candidates when seen items are kept; excluded, it never returns."""
+    ids = catalog(60)
+    model = peaky_model(seed=2, item_loss_weight=1.0, rerank_weight=1.0, head_candidates=5,
+                        repeat_bias=True)  # fmt: skip
+    with torch.no_grad():
+        model.repeat_recency.weight.zero_()
+        model.repeat_recency.weight[1] = 100.0
+    kept = beam_search_items(model, HISTORY, USERS, ids, 4, 4)
+    assert kept.items[0, 0] == 1 and kept.items[2, 0] == 2  # the newest items
+    excluded = beam_search_items(model, HISTORY, USERS, ids, 4, 4, exclude_items=HISTORY)
+    for b, seen in enumerate(HISTORY):
+        assert not set(excluded.items[b].tolist()) & set(seen.tolist())
 
 
 def test_too_few_items_left_gives_minus_one_not_garbage():

@@ -412,6 +412,110 @@ def test_item_head_trains_to_rank_the_next_item(pool_items: bool):
     assert bool((beams.log_probs[:, :-1] >= beams.log_probs[:, 1:]).all())
 
 
+def _with_random_repeat_scores(model: OneRec) -> OneRec:
+    """``model`` with its (zero-initialized) repeat bias set to random numbers."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in (model.repeat_recency.weight, *model.repeat_user.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("max_history", [20, 3])
+def test_repeat_bias_in_training_is_the_bias_ranking_adds(max_history: int):
+    """With ``repeat_bias`` the head's training loss is still the sum of its ranking log-probs
+    after every prefix: each seen item's logit gets its recency's and the user's score once per
+    occurrence, within the ``max_history`` items the query reads (3: fewer than a row holds)."""
+    ids = catalog()
+    model = _with_random_repeat_scores(
+        tiny(item_loss_weight=0.5, repeat_bias=True, max_history=max_history)
+    ).eval()
+    items = torch.tensor([[-1, 5, 9, 5, 2, 9, 5], [1, 2, 3, 1, 1, 6, 2]])  # returns, twice
+    users = torch.tensor([3, 8])
+    tokens, mask = model.layout.encode_history(items, ids.codes)
+    with torch.no_grad():
+        out = model.sequence_loss(tokens, mask, users, 1, items=items, catalog=ids.codes)
+        expected = 0.0
+        for row in range(2):
+            seq = items[row][items[row] >= 0]
+            for j in range(1, len(seq)):
+                history = seq[:j].unsqueeze(0)
+                h_tokens, h_mask = model.layout.encode_history(history, ids.codes)
+                memory, _ = model.encode(h_tokens, h_mask, users[row : row + 1])
+                expected -= float(model.item_log_probs(memory, ids.codes, history)[0, seq[j]])
+        plain = model.item_log_probs(memory, ids.codes, torch.full_like(history, -1))
+        # the last prefix's seen items (the newest max_history) differ from a history-free head's
+        scored = model.item_log_probs(memory, ids.codes, history)[0] - plain[0]
+        with pytest.raises(ModelError, match="pass history"):
+            model.item_log_probs(memory, ids.codes)
+    torch.testing.assert_close(out.item_sum.item(), expected, atol=1e-3, rtol=1e-5)
+    newest = set(history[0, -max_history:].tolist())
+    shift = scored[[i for i in range(ids.n_items) if i not in newest]]
+    assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-5)  # the normalizer only
+    assert all(abs(float(scored[i] - shift[0])) > 1e-4 for i in newest)
+
+
+def test_repeat_bias_reads_what_the_query_reads_under_history_dropout():
+    """The seen items of a head target are those its query reads: the newest item always, the
+    older ones unless history dropout hid them, none outside the row or the window."""
+    model = tiny(item_loss_weight=1.0, repeat_bias=True, max_history=3)
+    items = torch.tensor([[-1, 4, 5, 6, 7]])
+    mask = items >= 0
+    hide = torch.tensor([[False, False, True, True, False]])
+    rows, cols = torch.tensor([0, 0, 0]), torch.tensor([1, 3, 4])
+    seen = model._seen_before_targets(items, mask, rows, cols, None)
+    assert seen.tolist() == [[4, -1, -1], [6, 5, 4], [7, 6, 5]]
+    seen = model._seen_before_targets(items, mask, rows, cols, hide)
+    assert seen.tolist() == [[4, -1, -1], [6, -1, 4], [7, -1, -1]]
+
+
+def test_repeat_bias_learns_whether_users_return():
+    """Trained where every target is the item three back (random items: no embedding can tell
+    which), the head learns recency 3 above every other and ranks the return first; trained
+    where targets are never seen before, it learns to score seen items down."""
+    ids = catalog(40)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(32):
+        start = torch.randperm(40, generator=g)[:3]
+        rows.append(start.repeat(3))  # a b c a b c a b c: the next item is the one 3 back
+    returns = torch.stack(rows)
+    fresh = torch.stack([torch.randperm(40, generator=g)[:9] for _ in range(32)])
+    learned = {}
+    for name, seqs in (("returns", returns), ("fresh", fresh)):
+        model = tiny(item_loss_weight=1.0, repeat_bias=True)
+        tokens, mask = model.layout.encode_history(seqs, ids.codes)
+        users = torch.zeros(len(seqs), dtype=torch.long)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+        for _ in range(60):
+            opt.zero_grad()
+            model.sequence_loss(tokens, mask, users, 1, items=seqs,
+                                catalog=ids.codes).loss.backward()  # fmt: skip
+            opt.step()
+        learned[name] = model.eval()
+    model = learned["returns"]
+    recency = model.repeat_recency.weight[1:6, 0]
+    assert int(recency.argmax()) == 2  # recency 3
+    tokens, mask = model.layout.encode_history(returns[:, :8], ids.codes)
+    with torch.no_grad():
+        memory, _ = model.encode(tokens, mask, torch.zeros(32, dtype=torch.long))
+        head = model.item_log_probs(memory, ids.codes, returns[:, :8])
+    assert (head.argmax(1) == returns[:, 8]).float().mean() >= 0.9
+    fresh_model = learned["fresh"]
+    with torch.no_grad():
+        bias = fresh_model.repeat_scores(torch.zeros(1, 32), torch.arange(20)[None])
+    assert bool((bias < 0).all())
+
+
+def test_repeat_bias_needs_the_item_head_and_a_bool():
+    with pytest.raises(ConfigError, match="repeat_bias adds to the item head"):
+        OneRecConfig.preset("tiny", SIZES, repeat_bias=True)
+    with pytest.raises(ConfigError, match="repeat_bias must be true or false"):
+        OneRecConfig.preset("tiny", SIZES, item_loss_weight=1.0, repeat_bias=1)
+    with pytest.raises(ModelError, match="no repeat bias"):
+        tiny(item_loss_weight=1.0).repeat_scores(torch.zeros(1, 32), torch.zeros(1, 2))
+
+
 def test_without_user_buckets_every_user_is_anonymous():
     ids = catalog()
     model = tiny(n_user_buckets=0).eval()

@@ -55,3 +55,26 @@ def test_one_backward_pass_per_forward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward pass"):
         loss.backward()
+
+
+def test_sparse_extra_logits_add_up_and_get_their_gradient():
+    """``extra = (cols, values)`` adds values to single logits (a repeated column adds twice),
+    with the same value and gradients as the dense cross-entropy of the summed logits."""
+    h, w, t = _data()
+    g = torch.Generator().manual_seed(1)
+    cols = torch.randint(0, 11, (7, 4), generator=g)
+    cols[0, 1] = cols[0, 0]  # one column twice in a row
+    values = torch.randn(7, 4, dtype=h.dtype, generator=g, requires_grad=True)
+    ours = full_softmax_cross_entropy(h, w, t, (cols, values))
+    ours.backward()
+    grads = h.grad.clone(), w.grad.clone(), values.grad.clone()
+    h.grad = w.grad = values.grad = None
+    ref = F.cross_entropy((h @ w.T).scatter_add(1, cols, values), t)
+    ref.backward()
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()))
+    assert float(ours.detach()) != pytest.approx(float(F.cross_entropy(h @ w.T, t).detach()))
+    for mine, theirs in zip(grads, (h.grad, w.grad, values.grad)):
+        assert torch.allclose(mine, theirs)
+    empty = full_softmax_cross_entropy(h[:0], w, t[:0], (cols[:0], values[:0]))
+    empty.backward()
+    assert float(empty.detach()) == 0.0

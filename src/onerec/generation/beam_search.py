@@ -86,7 +86,7 @@ def beam_search_items(
             f"top_k_items ({top_k_items}) exceeds the catalog ({semantic_ids.n_items} items)"
         )
     with _inference(model):
-        memory, memory_mask, trie, banned = _prepare(
+        memory, memory_mask, trie, banned, seen = _prepare(
             model, history, user_ids, semantic_ids, exclude_items, history_features
         )
         items, scores, codes = _search(
@@ -94,7 +94,7 @@ def beam_search_items(
         )
         items, scores, codes = items[:, :, 0], scores, codes[:, :, 0]
         if model.config.rerank_weight > 0 or model.config.head_candidates > 0:
-            items, scores, codes = _rank_with_head(model, memory, memory_mask, semantic_ids,
+            items, scores, codes = _rank_with_head(model, memory, memory_mask, semantic_ids, seen,
                                                    items, scores, codes, banned)  # fmt: skip
     k = top_k_items
     return Beams(items[:, :k], scores[:, :k], codes[:, :k])
@@ -137,13 +137,14 @@ def add_head_candidates(
 
 def _rank_with_head(
     model: OneRec, memory: Tensor, memory_mask: Tensor, semantic_ids: SemanticIds,
-    items: Tensor, scores: Tensor, codes: Tensor, banned: Tensor | None,
+    history: Tensor, items: Tensor, scores: Tensor, codes: Tensor, banned: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """The beam's items, scores and codes, joined by the item head's ``head_candidates`` best
     other items (:func:`add_head_candidates`) and re-ordered by :func:`rerank_order` with the
-    model's ``rerank_weight`` (see ``OneRecConfig``)."""
+    model's ``rerank_weight`` (see ``OneRecConfig``); ``history`` (B, n): the encoded item
+    ids, for the head's ``repeat_bias``."""
     catalog = semantic_ids.codes.to(memory.device)
-    head = model.item_log_probs(memory, catalog)  # (B, N)
+    head = model.item_log_probs(memory, catalog, history)  # (B, N)
     if model.config.head_candidates > 0:
         items, scores, codes = add_head_candidates(model, memory, memory_mask, catalog, head,
                                                    items, scores, codes, banned,
@@ -185,7 +186,7 @@ def beam_search_sessions(
             f"{semantic_ids.n_items} items"
         )
     with _inference(model):
-        memory, memory_mask, trie, banned = _prepare(
+        memory, memory_mask, trie, banned, _ = _prepare(
             model, history, user_ids, semantic_ids, exclude_items, history_features
         )
         items, scores, codes = _search(
@@ -325,6 +326,14 @@ class _Forbidden:
 # --- inputs -------------------------------------------------------------------------------------
 
 
+class _Prepared(NamedTuple):
+    memory: Tensor  # (B, S, d) encoder states
+    memory_mask: Tensor  # (B, S) True = a real token
+    trie: SemanticIdTrie  # on the model's device
+    banned: Tensor | None  # sorted exclusion keys (``_exclusion_keys``)
+    history: Tensor  # (B, n) the encoded item ids, right-aligned, -1 = padding
+
+
 def _prepare(
     model: OneRec,
     history: Ragged | Tensor | np.ndarray,
@@ -332,8 +341,9 @@ def _prepare(
     semantic_ids: SemanticIds,
     exclude_items: Ragged | Sequence[Sequence[int]] | None,
     history_features: Tensor | np.ndarray | None = None,
-) -> tuple[Tensor, Tensor, SemanticIdTrie, Tensor | None]:
-    """Encoder memory and mask, the trie on the model's device, and the exclusion keys."""
+) -> _Prepared:
+    """Encoder memory and mask, the trie on the model's device, the exclusion keys, and the
+    history as the encoder read it."""
     if list(semantic_ids.level_sizes) != list(model.config.level_sizes):
         raise GenerationError(
             f"the semantic IDs have level sizes {semantic_ids.level_sizes} but the model was "
@@ -360,7 +370,7 @@ def _prepare(
         features = pad_features(history, history_features, model.config.max_history).to(device)
     memory, memory_mask = model.encode(tokens, mask, users.long(), features)
     banned = _exclusion_keys(exclude_items, b, semantic_ids.n_items, device)
-    return memory, memory_mask, semantic_ids.trie, banned
+    return _Prepared(memory, memory_mask, semantic_ids.trie, banned, items)
 
 
 def _exclusion_keys(
@@ -413,8 +423,9 @@ def item_head_log_probs(
     ranking the whole catalog by it alone measures what the head knows."""
     if model.item_query is None:
         raise GenerationError("the model has no item head: it was trained with item_loss_weight=0")
-    memory, _, _, _ = _prepare(model, history, user_ids, semantic_ids, None, history_features)
-    return model.item_log_probs(memory, semantic_ids.codes.to(memory.device))
+    prepared = _prepare(model, history, user_ids, semantic_ids, None, history_features)
+    return model.item_log_probs(prepared.memory, semantic_ids.codes.to(prepared.memory.device),
+                                prepared.history)  # fmt: skip
 
 
 def rank_examples(

@@ -128,6 +128,13 @@ class OneRecConfig:
     reach join its candidates, each scored like a beam: its exact decoder log-probability
     (teacher-forced) plus ``rerank_weight`` times the head's. 0 (default): the beam alone
     proposes. Needs the item head.
+    ``repeat_bias``: the item head adds a learned score to the logit of every item in the
+    user's history, per occurrence: one number per recency (1 = the newest item, up to
+    ``max_history``) plus a projection of the head's query (how likely this user is to come
+    back at all). Users return to items on some catalogs (restaurants, music) and never on
+    others (a purchased lipstick); trained by the head's softmax, the bias learns which, where
+    an embedding alone must rank a seen item by its similarity to the history. False
+    (default) = off. Needs the item head.
     ``decoder_context``: the decoder's first token (BOS) also gets the encoder state of the
     newest history item before its target, projected, so that the first code is predicted
     from the newest item's state directly, as SASRec's last position predicts the next item,
@@ -164,6 +171,7 @@ class OneRecConfig:
     head_identity_dropout: float = 0.0  # training: dropout on the head's output identities
     item_head_tied: bool = True  # the head's item embeddings reuse the code-token table
     item_query_residual: bool = False  # the head's query: state + projection(state)
+    repeat_bias: bool = False  # the head's learned score for the user's seen items, by recency
     decoder_context: bool = False  # BOS + projection(the newest history item's state)
     rel_buckets: int = 32
     rel_max_distance: int = 128
@@ -253,6 +261,11 @@ class OneRecConfig:
                 f"rerank_weight ({self.rerank_weight}) needs the item head: set item_loss_weight "
                 f"> 0 when training, or rerank_weight=0"
             )
+        if self.repeat_bias is True and not self.item_loss_weight > 0:
+            raise ConfigError(
+                "repeat_bias adds to the item head's scores: set item_loss_weight > 0 when "
+                "training, or repeat_bias=false"
+            )
         dropouts = {"dropout": self.dropout, "item_hash_dropout": self.item_hash_dropout,
                     "history_dropout": self.history_dropout, "head_dropout": self.head_dropout,
                     "head_identity_dropout": self.head_identity_dropout}  # fmt: skip
@@ -264,7 +277,7 @@ class OneRecConfig:
         if not _is_number(self.norm_eps) or self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be a number > 0, got {self.norm_eps!r}")
         for name in ("tie_embeddings", "pool_items", "item_head_tied", "item_query_residual",
-                     "decoder_context"):
+                     "decoder_context", "repeat_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -366,9 +366,16 @@ class OneRec(nn.Module):
         self.item_out = (nn.Embedding(self.layout.vocab_size, d)
                          if head and not config.item_head_tied else None)  # fmt: skip
         self.bos_context = nn.Linear(d, d, bias=False) if config.decoder_context else None
+        # repeat_bias: a score per recency of a seen item (row 0 unused) and per user
+        repeat = config.repeat_bias
+        self.repeat_recency = nn.Embedding(config.max_history + 1, 1) if repeat else None
+        self.repeat_user = nn.Linear(d, 1) if repeat else None
         self.apply(self._init_weights)
         for table in (self.enc_rel, self.cross_rel, self.dec_rel):
             nn.init.zeros_(table.weight)  # start without positional preferences
+        if self.repeat_recency is not None and self.repeat_user is not None:
+            for tensor in (self.repeat_recency.weight, *self.repeat_user.parameters()):
+                nn.init.zeros_(tensor)  # start as a head without it
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -641,11 +648,54 @@ class OneRec(nn.Module):
             out = out + self.head_identity_drop(self._item_identity(tokens.unsqueeze(0))[0])
         return out
 
-    def item_log_probs(self, memory: Tensor, catalog: Tensor) -> Tensor:
+    def item_log_probs(
+        self, memory: Tensor, catalog: Tensor, history: Tensor | None = None
+    ) -> Tensor:
         """``(B, N)``: the item head's log-probability of every catalog item being next after
-        the whole history in ``memory`` (its last column; histories are right-aligned)."""
+        the whole history in ``memory`` (its last column; histories are right-aligned).
+        ``history`` (B, n): the item ids ``memory`` was encoded from, right-aligned, -1 on
+        padding; needed by a model with ``repeat_bias``, which scores the seen items up."""
         query = self.item_queries(memory)[:, -1]
-        return F.linear(query, self.item_embeddings(catalog)).float().log_softmax(-1)
+        logits = F.linear(query, self.item_embeddings(catalog)).float()
+        if self.repeat_recency is not None:
+            if history is None or history.shape[0] != logits.shape[0]:
+                raise ModelError(
+                    "the item head has a repeat bias (repeat_bias=true): pass history, the "
+                    "(B, n) item ids that memory was encoded from, to item_log_probs"
+                )
+            seen = history[:, -self.config.max_history :].flip(1).long()  # newest first
+            values = self.repeat_scores(query, seen)
+            logits = logits.scatter_add(1, seen.clamp(min=0), values.float())
+        return logits.log_softmax(-1)
+
+    def repeat_scores(self, query: Tensor, seen: Tensor) -> Tensor:
+        """``(T, k)``: what ``repeat_bias`` adds to the head's logit of each seen item: the
+        score of its recency plus the user's (a projection of the head's ``query`` (T, d)).
+        ``seen`` (T, k): item ids newest first (column j is j + 1 items back, k <=
+        ``max_history``), -1 where none (scored 0)."""
+        if self.repeat_recency is None or self.repeat_user is None:
+            raise ModelError("the model has no repeat bias: build it with repeat_bias=true")
+        recency = torch.arange(1, seen.shape[1] + 1, device=seen.device)
+        values = self.repeat_recency(recency).squeeze(1) + self.repeat_user(query)  # (T, k)
+        return values * (seen >= 0)
+
+    def _seen_before_targets(
+        self, items: Tensor, mask: Tensor, rows: Tensor, cols: Tensor, hide: Tensor | None
+    ) -> Tensor:
+        """``(T, k)``: the items each head target's query at column ``cols`` (T,) of row
+        ``rows`` (T,) reads, newest first (``repeat_scores``'s ``seen``): the item at the
+        column and the ``max_history - 1`` before it that are real (``mask`` (B, n)) and not
+        hidden from it (``hide``; the column's own item always counts), else -1."""
+        k = min(self.config.max_history, items.shape[1])
+        back = torch.arange(k, device=items.device)
+        col = cols[:, None] - back  # (T, k)
+        inside = col >= 0
+        col = col.clamp(min=0)
+        row = rows[:, None].expand_as(col)
+        visible = inside & mask[row, col]
+        if hide is not None:
+            visible &= (back == 0) | ~hide[row, col]
+        return torch.where(visible, items[row, col].long(), -1)
 
     def candidate_log_probs(self, memory: Tensor, memory_mask: Tensor, codes: Tensor) -> Tensor:
         """``(B, K)``: the decoder's log-probability of K candidate next items per user after
@@ -772,7 +822,12 @@ class OneRec(nn.Module):
         query = self.head_drop(self.item_queries(memory)[:, :-1][head_valid])  # (T, d): after j-1
         n_targets = int(head_valid.sum())
         targets = items[:, 1:][head_valid].long()
-        mean = full_softmax_cross_entropy(query, self.item_embeddings(catalog), targets)
+        extra = None
+        if self.repeat_recency is not None:
+            rows, cols = head_valid.nonzero(as_tuple=True)  # the order of the mask's indexing
+            seen = self._seen_before_targets(items, mask, rows, cols, hide)
+            extra = (seen.clamp(min=0), self.repeat_scores(query, seen))
+        mean = full_softmax_cross_entropy(query, self.item_embeddings(catalog), targets, extra)
         item_sum = mean * n_targets
         weight = self.config.item_loss_weight
         loss = out.loss + weight * item_sum / max(n_targets, 1)
