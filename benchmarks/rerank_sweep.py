@@ -2,7 +2,7 @@
 
     python benchmarks/rerank_sweep.py --run RUN_DIR --dataset beauty --out benchmarks/results
         [--name NAME] [--weights 0,0.25,0.5,1,2,4] [--beam 20] [--users 0] [--union 20]
-        [--split valid] [--checkpoint best]
+        [--split valid] [--checkpoint best] [--keep-seen]
 
 A model trained with ``item_loss_weight`` > 0 ranks the beam's candidates by log p + r x the
 item head's log p (``rerank_weight`` r, see ``OneRecConfig``). Which r is best is a validation
@@ -13,7 +13,8 @@ by the head alone (not generative: an upper reference for what the head knows). 
 exact decoder log p (``head_candidates``), and every r ranks them too.
 
 Validation of the leave-one-out split by default, seen items excluded (on Beauty and
-Scientific no target is a seen item); ``--split test`` is for a setting already chosen on
+Scientific no target is a seen item; ``--keep-seen`` ranks them too, Yelp's setting, where
+users return); ``--split test`` is for a setting already chosen on
 validation, once. ``--users`` N > 0 takes a fixed random subset. ``--checkpoint last`` scores
 the weights after the run's last epoch instead of its best (what further training did to the
 beam and to the head). Writes
@@ -49,10 +50,11 @@ METRICS = ("recall@10", "ndcg@10")  # with their standard errors
 
 
 def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: int = 0,
-          batch: int = 256) -> dict[str, dict[str, float]]:  # fmt: skip
+          batch: int = 256, keep_seen: bool = False) -> dict[str, dict[str, float]]:  # fmt: skip
     """Metrics per re-ranking weight (keys ``"rerank <w>"``) and for the head alone. With
     ``union`` K > 0, also ``"union <w>"``: the beam's candidates plus the head's K best items
-    not in the beam, every one scored by its exact decoder log p + w x head log p."""
+    not in the beam, every one scored by its exact decoder log p + w x head log p.
+    ``keep_seen``: rank the users' seen items too (else they are excluded everywhere)."""
     if model.item_query is None:
         raise ConfigError("the model has no item head (trained with item_loss_weight=0)")
     ranked: dict[str, list[torch.Tensor]] = {f"rerank {w:g}": [] for w in weights}
@@ -64,16 +66,19 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: 
         part = examples.take(np.arange(start, min(start + batch, len(examples))))
         with torch.no_grad():
             memory, mask, trie, banned, seen = _prepare(
-                model, part.history, torch.from_numpy(part.user), ids, part.seen, None)
+                model, part.history, torch.from_numpy(part.user), ids,
+                None if keep_seen else part.seen, None)
             items, scores, codes = _search(model, memory, mask, trie, beam, 1, banned, True)
             items, codes = items[:, :, 0], codes[:, :, 0]
             head = model.item_log_probs(memory, ids.codes, seen)
         for w in weights:
             order, _ = rerank_order(items, scores, head, w)
             ranked[f"rerank {w:g}"].append(items.gather(1, order)[:, :10])
-        rows = torch.from_numpy(part.seen.row_ids)
-        head[rows, torch.from_numpy(part.seen.values.astype(np.int64))] = float("-inf")
-        ranked["head alone"].append(head.topk(10, dim=1).indices)
+        alone = head.clone()
+        if not keep_seen:
+            rows = torch.from_numpy(part.seen.row_ids)
+            alone[rows, torch.from_numpy(part.seen.values.astype(np.int64))] = float("-inf")
+        ranked["head alone"].append(alone.topk(10, dim=1).indices)
         if union:
             with torch.no_grad():
                 every, every_scores, _ = add_head_candidates(
@@ -83,7 +88,7 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: 
                 order, _ = rerank_order(every, every_scores, head, w)
                 ranked[f"union {w:g}"].append(every.gather(1, order)[:, :10])
     return {key: evaluate(examples, ranked=torch.cat(r).numpy(), ks=(10,),
-                          exclude_seen=True).summary(METRICS)
+                          exclude_seen=not keep_seen).summary(METRICS)
             for key, r in ranked.items()}  # fmt: skip
 
 
@@ -105,6 +110,8 @@ def main() -> None:
                    help="also rank the beam plus the head's N best other items (0: off)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="the kept epoch's weights, or the last finished epoch's")
+    p.add_argument("--keep-seen", action="store_true",
+                   help="rank already-seen items too (default: excluded)")
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     ds = load_dataset(args.dataset, args.data_dir)
@@ -119,14 +126,16 @@ def main() -> None:
     ids = load_tokenization(args.run)[1]
     model = OneRec.load(args.run)
     epochs = load_last_weights(model, args.run) if args.checkpoint == "last" else None
-    results = sweep(model, examples, ids, weights, args.beam, args.union)
+    results = sweep(model, examples, ids, weights, args.beam, args.union,
+                    keep_seen=args.keep_seen)
     record = {
         "benchmark": "rerank_sweep", **environment(),
         "config": {**vars(args), "out": str(args.out), "model": model.config.to_dict()},
         "users": len(examples), "last_checkpoint_epochs": epochs,
         "protocol": (f"{args.split} of the leave-one-out split" if args.split != "selection"
                      else "test of the selection split (each user's last item removed)")
-                    + ", seen items excluded, full catalog",
+                    + (", seen items kept" if args.keep_seen else ", seen items excluded")
+                    + ", full catalog",
         "results": results,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

@@ -201,6 +201,17 @@ def test_rerank_sweep_scores_every_weight_from_one_search(tmp_path, monkeypatch)
     assert result["rerank 0"]["recall@10"] == pytest.approx(beam_only["recall@10"])
     for r in result.values():
         assert 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 and r["recall@10_se"] >= 0
+    # seen items kept (Yelp's setting): weight 0 is the benchmark's ranking with them kept
+    monkeypatch.setattr(sys, "argv", [
+        "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
+        "--name", "kept", "--weights", "0", "--union", "40", "--keep-seen",
+    ])  # fmt: skip
+    sweep.main()
+    kept = json.loads((out / "rerank_sweep_kept.json").read_text())
+    assert "seen items kept" in kept["protocol"]
+    kept_recall = kept["results"]["rerank 0"]["recall@10"]
+    assert kept_recall == pytest.approx(record["results"]["valid"]["recall@10"])
+    assert kept_recall != pytest.approx(result["rerank 0"]["recall@10"])
     # the last epoch's weights: the kept ones exactly when the last epoch was the best
     monkeypatch.setattr(sys, "argv", [
         "rerank_sweep.py", "--run", str(run), "--dataset", str(folder), "--out", str(out),
