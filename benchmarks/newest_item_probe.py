@@ -38,7 +38,7 @@ from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.examples import Examples
 from onerec.data.registry import load_dataset
 from onerec.data.splits import Split, leave_one_out
-from onerec.evaluation import evaluate
+from onerec.evaluation import evaluate, fill_seen
 from onerec.exceptions import ConfigError
 from onerec.generation import item_head_log_probs, rank_examples
 from onerec.model import OneRec
@@ -75,9 +75,7 @@ def seen_first(scorer):
 
         def f(rows: np.ndarray) -> torch.Tensor:
             s = torch.as_tensor(inner(rows)).float()
-            seen = ex.seen.take(rows)
-            mask = torch.zeros_like(s, dtype=torch.bool)
-            mask[torch.from_numpy(seen.row_ids), torch.from_numpy(seen.values.astype(np.int64))] = 1
+            mask = fill_seen(torch.zeros_like(s, dtype=torch.bool), ex.seen.take(rows), True)
             finite = torch.isfinite(s)
             top = torch.where(finite, s, -torch.inf).amax(1, keepdim=True)
             bottom = torch.where(finite, s, torch.inf).amin(1, keepdim=True)

@@ -33,7 +33,7 @@ import torch
 
 from onerec.data.registry import load_dataset
 from onerec.data.splits import drop_last_interactions, leave_one_out
-from onerec.evaluation import evaluate
+from onerec.evaluation import evaluate, fill_seen
 from onerec.exceptions import ConfigError
 from onerec.generation.beam_search import (
     _prepare,
@@ -74,10 +74,7 @@ def sweep(model: OneRec, examples, ids, weights: list[float], beam: int, union: 
         for w in weights:
             order, _ = rerank_order(items, scores, head, w)
             ranked[f"rerank {w:g}"].append(items.gather(1, order)[:, :10])
-        alone = head.clone()
-        if not keep_seen:
-            rows = torch.from_numpy(part.seen.row_ids)
-            alone[rows, torch.from_numpy(part.seen.values.astype(np.int64))] = float("-inf")
+        alone = head if keep_seen else fill_seen(head.clone(), part.seen)
         ranked["head alone"].append(alone.topk(10, dim=1).indices)
         if union:
             with torch.no_grad():

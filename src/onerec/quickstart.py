@@ -82,6 +82,7 @@ from onerec.baselines.train import BaselineTrainConfig, fit, set_seed
 from onerec.data.ragged import Ragged
 from onerec.data.schema import Dataset
 from onerec.data.splits import Split, leave_one_out
+from onerec.evaluation import fill_seen
 from onerec.exceptions import ConfigError
 from onerec.generation import beam_search_sessions
 from onerec.model.onerec import OneRec
@@ -587,7 +588,7 @@ def _sample_sessions(
     from the softmax over the top ``candidates`` items."""
     logits = logits.clone().double()
     if seen is not None:
-        logits[torch.from_numpy(seen.row_ids), torch.from_numpy(seen.values)] = float("-inf")
+        fill_seen(logits, seen)
     top = logits.topk(cfg.candidates, dim=1)
     k, m = cfg.sessions_per_user, cfg.session_items
     gumbel = torch.from_numpy(rng.gumbel(size=(len(logits), k - 1, cfg.candidates)))

@@ -26,6 +26,7 @@ from torch import nn
 
 from onerec.data.examples import Examples
 from onerec.data.ragged import Ragged
+from onerec.evaluation.metrics import fill_seen
 from onerec.exceptions import BaselineError
 
 PAD = 0  # token of padding; item i is token i + 1
@@ -198,8 +199,7 @@ class SequentialRecommender(nn.Module):
             rows = np.arange(start, min(start + batch_size, len(examples)))
             s = self.score_fn(examples)(rows)
             if exclude_seen:
-                seen = examples.seen.take(rows)
-                s[torch.from_numpy(seen.row_ids), torch.from_numpy(seen.values)] = float("-inf")
+                fill_seen(s, examples.seen.take(rows))
             out[rows] = s.topk(k, dim=1).indices
         return out
 

@@ -95,6 +95,16 @@ def metrics_from_ranks(
     return out
 
 
+def fill_seen(
+    scores: torch.Tensor, seen: Ragged, value: float | bool = float("-inf")
+) -> torch.Tensor:
+    """``scores`` (rows, num_items) with each row's ``seen`` items (one Ragged row per score
+    row) set to ``value``, in place; returns ``scores``."""
+    rows = torch.from_numpy(seen.row_ids).to(scores.device)
+    scores[rows, torch.from_numpy(seen.values.astype(np.int64)).to(scores.device)] = value
+    return scores
+
+
 def ranks_from_scores(
     scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, seen: Ragged | None = None
 ) -> torch.Tensor:
@@ -109,9 +119,7 @@ def ranks_from_scores(
         scores = scores.double()  # ints: exact comparisons, and -inf must be representable
     rows, num_items = scores.shape
     if seen is not None and len(seen.values):
-        scores = scores.clone()
-        r = torch.from_numpy(seen.row_ids).to(scores.device)
-        scores[r, torch.from_numpy(seen.values).to(scores.device)] = float("-inf")
+        scores = fill_seen(scores.clone(), seen)
     tgt = targets.clamp_min(0).to(scores.device)
     target_scores = scores.gather(1, tgt)  # (rows, T)
     ranks = torch.empty_like(tgt)
